@@ -1,0 +1,457 @@
+//! The feedback ops as a burn backend extension.
+//!
+//! Forward and backward sit side by side here. On a plain backend the ops are the backend's own
+//! layer kernels. On `Autodiff<B>` the forward is the same kernel (bit-identical to burn's layer)
+//! and the recorded backward computes the weight and bias gradients exactly as backpropagation
+//! does, while the input gradient goes through the same kernel with the feedback tensor `V` in
+//! place of the weight. `V` is formed inside the backward from the checkpointed weight, so an
+//! inference forward pays nothing and no `V` is held between forward and backward.
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::{Autodiff, NodeId};
+use burn::backend::ops::{ConvOptions, ConvTransposeOptions};
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Backend, ExtensionType, TensorMetadata, backend_extension};
+use burn::tensor::{Distribution, Shape};
+
+/// How the backward pass forms the feedback tensor `V` from the weight `W` and the layer's
+/// auxiliary tensor (`M`, `B` or a user-given `V`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum FeedbackForm {
+    /// `V₀ = W` (backpropagation through the custom op; used by tests and the tensor-level API).
+    Weight,
+    /// `V₀ = sign(W)`.
+    Sign,
+    /// `V₀ = aux ∘ sign(W)`, with `aux` the fixed magnitudes `M`.
+    MaskedSign,
+    /// `V₀ = M ∘ sign(W)`, with `M` drawn from the distribution on the device at each backward.
+    RandomMaskedSign(Distribution),
+    /// `V₀ = aux`: FA's fixed `B`, or a `V` given by the caller.
+    Given,
+}
+
+/// The scale applied to `V₀`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ScaleKind {
+    /// `V = V₀`.
+    Unit,
+    /// `V = c·V₀`.
+    Constant(f32),
+    /// `V = (‖W‖_F / ‖V₀‖_F)·V₀`, computed on the device.
+    MatchNorm,
+}
+
+/// The complete recipe for `V`, passed to the op as plain data.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FeedbackKernel {
+    /// How `V₀` is formed.
+    pub form: FeedbackForm,
+    /// How `V₀` is scaled.
+    pub scale: ScaleKind,
+}
+
+impl FeedbackKernel {
+    /// `V = W`.
+    pub const WEIGHT: Self = Self {
+        form: FeedbackForm::Weight,
+        scale: ScaleKind::Unit,
+    };
+    /// `V = aux`.
+    pub const GIVEN: Self = Self {
+        form: FeedbackForm::Given,
+        scale: ScaleKind::Unit,
+    };
+
+    /// Whether the kernel reads the auxiliary tensor.
+    pub fn needs_aux(&self) -> bool {
+        matches!(self.form, FeedbackForm::MaskedSign | FeedbackForm::Given)
+    }
+
+    /// Forms `V` on backend `B`.
+    pub fn form_feedback<B: Backend>(
+        &self,
+        weight: FloatTensor<B>,
+        aux: Option<FloatTensor<B>>,
+    ) -> FloatTensor<B> {
+        let aux = || aux.clone().expect("feedback kernel needs its auxiliary tensor");
+        let base = match self.form {
+            FeedbackForm::Weight => weight.clone(),
+            FeedbackForm::Sign => B::float_sign(weight.clone()),
+            FeedbackForm::MaskedSign => B::float_mul(aux(), B::float_sign(weight.clone())),
+            FeedbackForm::RandomMaskedSign(distribution) => {
+                let mask = B::float_random(
+                    weight.shape(),
+                    distribution,
+                    &weight.device(),
+                    weight.dtype().into(),
+                );
+                B::float_mul(mask, B::float_sign(weight.clone()))
+            }
+            FeedbackForm::Given => aux(),
+        };
+        match self.scale {
+            ScaleKind::Unit => base,
+            ScaleKind::Constant(c) => B::float_mul_scalar(base, c.into()),
+            ScaleKind::MatchNorm => {
+                let rank = base.shape().num_dims();
+                let w_norm = frobenius::<B>(weight);
+                // A zero V₀ (all-zero weight) stays zero instead of becoming NaN.
+                let v_norm = B::float_clamp_min(frobenius::<B>(base.clone()), 1e-30f32.into());
+                let factor = B::float_div(w_norm, v_norm);
+                let factor = B::float_reshape(factor, Shape::from(vec![1; rank]));
+                B::float_mul(base, factor)
+            }
+        }
+    }
+}
+
+fn frobenius<B: Backend>(t: FloatTensor<B>) -> FloatTensor<B> {
+    B::float_sqrt(B::float_sum(B::float_mul(t.clone(), t)))
+}
+
+/// Which layer kernel an op runs, with its options.
+#[derive(Clone, Debug)]
+enum LayerOp {
+    Linear,
+    Conv1d(ConvOptions<1>),
+    Conv2d(ConvOptions<2>),
+    ConvTranspose2d(ConvTransposeOptions<2>),
+}
+
+impl LayerOp {
+    fn forward<B: Backend>(
+        &self,
+        x: FloatTensor<B>,
+        weight: FloatTensor<B>,
+        bias: Option<FloatTensor<B>>,
+    ) -> FloatTensor<B> {
+        match self {
+            Self::Linear => B::linear(x, weight, bias),
+            Self::Conv1d(o) => B::conv1d(x, weight, bias, o.clone()),
+            Self::Conv2d(o) => B::conv2d(x, weight, bias, o.clone()),
+            Self::ConvTranspose2d(o) => B::conv_transpose2d(x, weight, bias, o.clone()),
+        }
+    }
+
+    /// The input gradient, with `v` where backpropagation has the weight.
+    fn x_backward<B: Backend>(
+        &self,
+        x: Option<FloatTensor<B>>,
+        v: FloatTensor<B>,
+        grad: FloatTensor<B>,
+    ) -> FloatTensor<B> {
+        let x = || x.clone().expect("convolution input checkpointed");
+        match self {
+            Self::Linear => B::linear_x_backward(v, grad),
+            Self::Conv1d(o) => B::conv1d_x_backward(x(), v, grad, o.clone()),
+            Self::Conv2d(o) => B::conv2d_x_backward(x(), v, grad, o.clone()),
+            Self::ConvTranspose2d(o) => B::conv_transpose2d_x_backward(v, grad, o.clone()),
+        }
+    }
+
+    fn weight_backward<B: Backend>(
+        &self,
+        x: FloatTensor<B>,
+        weight: FloatTensor<B>,
+        grad: FloatTensor<B>,
+    ) -> FloatTensor<B> {
+        match self {
+            Self::Linear => B::linear_weight_backward(x, grad),
+            Self::Conv1d(o) => B::conv1d_weight_backward(x, weight, grad, o.clone()),
+            Self::Conv2d(o) => B::conv2d_weight_backward(x, weight, grad, o.clone()),
+            Self::ConvTranspose2d(o) => {
+                B::conv_transpose2d_weight_backward(x, weight, grad, o.clone())
+            }
+        }
+    }
+
+    fn bias_backward<B: Backend>(
+        &self,
+        x: FloatTensor<B>,
+        bias: FloatTensor<B>,
+        grad: FloatTensor<B>,
+    ) -> FloatTensor<B> {
+        match self {
+            Self::Linear => B::linear_bias_backward(grad),
+            Self::Conv1d(_) => B::conv1d_bias_backward(x, bias, grad),
+            Self::Conv2d(_) => B::conv2d_bias_backward(x, bias, grad),
+            Self::ConvTranspose2d(_) => B::conv_transpose2d_bias_backward(x, bias, grad),
+        }
+    }
+}
+
+/// An optional tensor argument of a [`FeedbackBackend`] op (extension ops take no `Option` of a
+/// tensor directly).
+#[derive(ExtensionType, Debug)]
+pub enum MaybeTensor<B: Backend> {
+    /// A tensor.
+    Present(FloatTensor<B>),
+    /// No tensor.
+    Absent,
+}
+
+impl<B: Backend> MaybeTensor<B> {
+    /// The tensor, if any.
+    pub fn into_option(self) -> Option<FloatTensor<B>> {
+        match self {
+            Self::Present(t) => Some(t),
+            Self::Absent => None,
+        }
+    }
+}
+
+impl<B: Backend> From<Option<FloatTensor<B>>> for MaybeTensor<B> {
+    fn from(t: Option<FloatTensor<B>>) -> Self {
+        match t {
+            Some(t) => Self::Present(t),
+            None => Self::Absent,
+        }
+    }
+}
+
+/// Layer ops whose backward sends the input gradient through a feedback tensor.
+///
+/// Call them through [`Dispatch`](burn::backend::Dispatch), or use the tensor-level functions of
+/// [`ops`](crate::ops) and the layers of [`layers`](crate::layers), which do that for you.
+/// `aux` is the layer's auxiliary tensor (frSF's `M`, FA's `B`, or a given `V`); `kernel` says how
+/// `V` is formed from it and the weight. On a backend without autodiff these are the backend's own
+/// layer kernels and `aux`/`kernel` are ignored.
+#[backend_extension(
+    Autodiff,
+    Flex: cfg(feature = "flex"),
+    Cube: cfg(any(feature = "wgpu", feature = "cuda"))
+)]
+pub trait FeedbackBackend: Backend {
+    /// `x·W + b` over the last axis of `x` (rank ≥ 2); `W` is `[d_input, d_output]`.
+    fn feedback_linear(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        #[extension_type] bias: MaybeTensor<Self>,
+        #[extension_type] aux: MaybeTensor<Self>,
+        kernel: FeedbackKernel,
+    ) -> FloatTensor<Self> {
+        let _ = (aux, kernel);
+        Self::linear(x, weight, bias.into_option())
+    }
+
+    /// 1-d convolution; `W` is `[channels_out, channels_in / groups, k]`.
+    fn feedback_conv1d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        #[extension_type] bias: MaybeTensor<Self>,
+        #[extension_type] aux: MaybeTensor<Self>,
+        options: ConvOptions<1>,
+        kernel: FeedbackKernel,
+    ) -> FloatTensor<Self> {
+        let _ = (aux, kernel);
+        Self::conv1d(x, weight, bias.into_option(), options)
+    }
+
+    /// 2-d convolution; `W` is `[channels_out, channels_in / groups, k₁, k₂]`.
+    fn feedback_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        #[extension_type] bias: MaybeTensor<Self>,
+        #[extension_type] aux: MaybeTensor<Self>,
+        options: ConvOptions<2>,
+        kernel: FeedbackKernel,
+    ) -> FloatTensor<Self> {
+        let _ = (aux, kernel);
+        Self::conv2d(x, weight, bias.into_option(), options)
+    }
+
+    /// 2-d transposed convolution; `W` is `[channels_in, channels_out / groups, k₁, k₂]`.
+    fn feedback_conv_transpose2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        #[extension_type] bias: MaybeTensor<Self>,
+        #[extension_type] aux: MaybeTensor<Self>,
+        options: ConvTransposeOptions<2>,
+        kernel: FeedbackKernel,
+    ) -> FloatTensor<Self> {
+        let _ = (aux, kernel);
+        Self::conv_transpose2d(x, weight, bias.into_option(), options)
+    }
+}
+
+#[cfg(feature = "flex")]
+impl FeedbackBackend for burn::backend::Flex {}
+
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+impl FeedbackBackend for burn::backend::Cube {}
+
+/// State kept from forward to backward: checkpoint ids of x, W and b, the auxiliary tensor, and
+/// the recipe.
+type State<B> = (
+    Option<NodeId>,
+    Option<NodeId>,
+    Option<NodeId>,
+    Option<FloatTensor<B>>,
+    FeedbackKernel,
+    LayerOp,
+);
+
+/// One backward step for every layer op, with 2 (no bias) or 3 parents.
+#[derive(Debug)]
+struct FeedbackBackward<const N: usize>;
+
+impl<B: Backend, const N: usize> Backward<B, N> for FeedbackBackward<N> {
+    type State = State<B>;
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, N>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let mut parents = ops.parents.into_iter();
+        let node_x = parents.next().flatten();
+        let node_weight = parents.next().flatten();
+        let node_bias = parents.next().flatten();
+        let grad = grads.consume::<B>(&ops.node);
+
+        let (x_id, weight_id, bias_id, aux, kernel, op) = ops.state;
+        let x = x_id.map(|id| checkpointer.retrieve_node_output::<FloatTensor<B>>(id));
+        let weight = weight_id.map(|id| checkpointer.retrieve_node_output::<FloatTensor<B>>(id));
+        let bias = bias_id.map(|id| checkpointer.retrieve_node_output::<FloatTensor<B>>(id));
+
+        if let Some(node) = node_x {
+            let weight = weight.clone().expect("weight checkpointed for the input gradient");
+            let v = kernel.form_feedback::<B>(weight, aux);
+            grads.register::<B>(node.id, op.x_backward::<B>(x.clone(), v, grad.clone()));
+        }
+        if let Some(node) = node_weight {
+            let x = x.clone().expect("input checkpointed for the weight gradient");
+            let weight = weight.expect("weight checkpointed");
+            grads.register::<B>(node.id, op.weight_backward::<B>(x, weight, grad.clone()));
+        }
+        if let Some(node) = node_bias {
+            let x = x.expect("input checkpointed for the bias gradient");
+            let bias = bias.expect("bias checkpointed");
+            grads.register::<B>(node.id, op.bias_backward::<B>(x, bias, grad));
+        }
+    }
+}
+
+/// Records the op on the autodiff graph: forward with `W`, backward with `V` for the input.
+fn record<B: Backend, C: CheckpointStrategy>(
+    op: LayerOp,
+    x: FloatTensor<Autodiff<B, C>>,
+    weight: FloatTensor<Autodiff<B, C>>,
+    bias: Option<FloatTensor<Autodiff<B, C>>>,
+    aux: Option<FloatTensor<Autodiff<B, C>>>,
+    kernel: FeedbackKernel,
+) -> FloatTensor<Autodiff<B, C>> {
+    // The auxiliary tensor is a constant of the backward: never a parent, never differentiated.
+    let aux = aux
+        .filter(|_| kernel.needs_aux())
+        .map(|aux| aux.into_primitive());
+    let x_tracked = x.is_tracked();
+    let weight_tracked = weight.is_tracked();
+    // Linear needs x only for dW and W only for dx; the convolutions need x for every gradient
+    // (it gives the input shape) and W for dW, as burn's own convolutions do.
+    let is_linear = matches!(op, LayerOp::Linear);
+    let keep_x = !is_linear || weight_tracked || bias.is_some();
+    let keep_weight = !is_linear || x_tracked;
+
+    macro_rules! run {
+        ($n:literal, $nodes:expr) => {
+            match FeedbackBackward::<$n>
+                .prepare::<C>($nodes)
+                .compute_bound()
+                .stateful()
+            {
+                OpsKind::Tracked(mut prep) => {
+                    let x_id = keep_x.then(|| prep.checkpoint(&x));
+                    let weight_id = keep_weight.then(|| prep.checkpoint(&weight));
+                    let bias_id = bias.as_ref().map(|b| prep.checkpoint(b));
+                    let output = op.forward::<B>(
+                        x.into_primitive(),
+                        weight.into_primitive(),
+                        bias.map(|b| b.into_primitive()),
+                    );
+                    prep.finish((x_id, weight_id, bias_id, aux, kernel, op), output)
+                }
+                OpsKind::UnTracked(prep) => prep.finish(op.forward::<B>(
+                    x.into_primitive(),
+                    weight.into_primitive(),
+                    bias.map(|b| b.into_primitive()),
+                )),
+            }
+        };
+    }
+
+    match bias.as_ref().map(|b| b.node()) {
+        Some(bias_node) => run!(3, [x.node(), weight.node(), bias_node]),
+        None => run!(2, [x.node(), weight.node()]),
+    }
+}
+
+impl<B: Backend, C: CheckpointStrategy> FeedbackBackend for Autodiff<B, C> {
+    fn feedback_linear(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: MaybeTensor<Self>,
+        aux: MaybeTensor<Self>,
+        kernel: FeedbackKernel,
+    ) -> FloatTensor<Self> {
+        record::<B, C>(LayerOp::Linear, x, weight, bias.into_option(), aux.into_option(), kernel)
+    }
+
+    fn feedback_conv1d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: MaybeTensor<Self>,
+        aux: MaybeTensor<Self>,
+        options: ConvOptions<1>,
+        kernel: FeedbackKernel,
+    ) -> FloatTensor<Self> {
+        record::<B, C>(
+            LayerOp::Conv1d(options),
+            x,
+            weight,
+            bias.into_option(),
+            aux.into_option(),
+            kernel,
+        )
+    }
+
+    fn feedback_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: MaybeTensor<Self>,
+        aux: MaybeTensor<Self>,
+        options: ConvOptions<2>,
+        kernel: FeedbackKernel,
+    ) -> FloatTensor<Self> {
+        record::<B, C>(
+            LayerOp::Conv2d(options),
+            x,
+            weight,
+            bias.into_option(),
+            aux.into_option(),
+            kernel,
+        )
+    }
+
+    fn feedback_conv_transpose2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: MaybeTensor<Self>,
+        aux: MaybeTensor<Self>,
+        options: ConvTransposeOptions<2>,
+        kernel: FeedbackKernel,
+    ) -> FloatTensor<Self> {
+        record::<B, C>(
+            LayerOp::ConvTranspose2d(options),
+            x,
+            weight,
+            bias.into_option(),
+            aux.into_option(),
+            kernel,
+        )
+    }
+}

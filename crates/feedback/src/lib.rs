@@ -1,0 +1,23 @@
+#![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
+
+pub mod backend;
+mod diagnostics;
+mod error;
+pub mod layers;
+pub mod ops;
+mod rule;
+mod scope;
+mod visit;
+
+pub use backend::{FeedbackBackend, FeedbackForm, FeedbackKernel, MaybeTensor, ScaleKind};
+pub use diagnostics::{
+    GradientAlignment, exact_input_gradient, input_gradient, input_gradient_alignment,
+};
+pub use error::FeedbackError;
+pub use rule::{FeedbackConfig, FeedbackDistribution, FeedbackRule, FeedbackScale, layer_seed};
+pub use scope::{ExactGradientsGuard, exact_gradients, exact_gradients_active};
+pub use visit::{
+    FeedbackModule, LayerSummary, join_path, layer_summaries, set_rule, set_rules, set_scale,
+    validate_model,
+};

@@ -1,0 +1,241 @@
+//! Tensor-level feedback ops, for users who write their own layers.
+//!
+//! Each op computes the layer's forward exactly as burn does, and on an autodiff device records a
+//! backward whose input gradient uses the given feedback tensor `V` instead of the weight. The
+//! weight and bias gradients are exact.
+//!
+//! ```
+//! use burn::tensor::{Device, Tensor};
+//! use signsym_feedback::ops::feedback_linear;
+//!
+//! let device = Device::flex().autodiff();
+//! let x = Tensor::<2>::from_floats([[1.0, 2.0]], &device).require_grad();
+//! let w = Tensor::<2>::from_floats([[1.0, 0.0, 2.0], [0.0, 1.0, -1.0]], &device).require_grad();
+//! let v = w.clone().detach().sign();
+//! let y = feedback_linear(x.clone(), w, None, v).unwrap();
+//! let grads = y.sum().backward();
+//! // dx = 1·Vᵀ = row sums of sign(W): [1 + 0 + 1, 0 + 1 - 1]
+//! let dx = x.grad(&grads).unwrap().into_data().try_to_vec::<f32>().unwrap();
+//! assert_eq!(dx, vec![2.0, 0.0]);
+//! ```
+
+use burn::backend::Dispatch;
+use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
+use burn::tensor::{DispatchTensor, Tensor};
+
+use crate::backend::{FeedbackBackend, FeedbackKernel, MaybeTensor};
+use crate::FeedbackError;
+
+fn maybe<const D: usize>(t: Option<Tensor<D>>) -> MaybeTensor<Dispatch> {
+    MaybeTensor::from(t.map(Tensor::into_dispatch))
+}
+
+fn wrap<const D: usize>(t: DispatchTensor) -> Tensor<D> {
+    Tensor::from_dispatch(t)
+}
+
+/// Linear layer with a recipe for `V`; `x` of any rank ≥ 1.
+pub(crate) fn linear_with<const D: usize>(
+    x: Tensor<D>,
+    weight: Tensor<2>,
+    bias: Option<Tensor<1>>,
+    aux: Option<Tensor<2>>,
+    kernel: FeedbackKernel,
+) -> Tensor<D> {
+    if D == 1 {
+        // As burn's `linear`: a leading batch axis for the matmul, removed afterwards.
+        let out: Tensor<2> = linear_with(x.unsqueeze::<2>(), weight, bias, aux, kernel);
+        return out.squeeze_dim(0);
+    }
+    wrap(<Dispatch as FeedbackBackend>::feedback_linear(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        maybe(bias),
+        maybe(aux),
+        kernel,
+    ))
+}
+
+pub(crate) fn conv1d_with(
+    x: Tensor<3>,
+    weight: Tensor<3>,
+    bias: Option<Tensor<1>>,
+    aux: Option<Tensor<3>>,
+    options: ConvOptions<1>,
+    kernel: FeedbackKernel,
+) -> Tensor<3> {
+    wrap(<Dispatch as FeedbackBackend>::feedback_conv1d(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        maybe(bias),
+        maybe(aux),
+        options,
+        kernel,
+    ))
+}
+
+pub(crate) fn conv2d_with(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Option<Tensor<1>>,
+    aux: Option<Tensor<4>>,
+    options: ConvOptions<2>,
+    kernel: FeedbackKernel,
+) -> Tensor<4> {
+    wrap(<Dispatch as FeedbackBackend>::feedback_conv2d(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        maybe(bias),
+        maybe(aux),
+        options,
+        kernel,
+    ))
+}
+
+pub(crate) fn conv_transpose2d_with(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Option<Tensor<1>>,
+    aux: Option<Tensor<4>>,
+    options: ConvTransposeOptions<2>,
+    kernel: FeedbackKernel,
+) -> Tensor<4> {
+    wrap(<Dispatch as FeedbackBackend>::feedback_conv_transpose2d(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        maybe(bias),
+        maybe(aux),
+        options,
+        kernel,
+    ))
+}
+
+pub(crate) fn check_feedback_shape(
+    layer: &str,
+    weight: &[usize],
+    feedback: &[usize],
+) -> Result<(), FeedbackError> {
+    if weight != feedback {
+        return Err(FeedbackError::FeedbackShape {
+            layer: layer.to_string(),
+            expected: weight.to_vec(),
+            found: feedback.to_vec(),
+        });
+    }
+    Ok(())
+}
+
+fn check_bias(op: &'static str, bias: &Option<Tensor<1>>, channels: usize) -> Result<(), FeedbackError> {
+    match bias {
+        Some(b) if b.dims()[0] != channels => Err(FeedbackError::InputShape {
+            op,
+            expected: format!("a bias of length {channels}"),
+            found: b.dims().to_vec(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+pub(crate) fn check_groups(op: &'static str, groups: usize, channels: [usize; 2]) -> Result<(), FeedbackError> {
+    if groups == 0 || channels[0] % groups != 0 || channels[1] % groups != 0 {
+        return Err(FeedbackError::InvalidConfig(format!(
+            "{op}: channels {channels:?} must both be divisible by groups = {groups}"
+        )));
+    }
+    Ok(())
+}
+
+pub(crate) fn check_input_channels(
+    op: &'static str,
+    dims: &[usize],
+    rank: usize,
+    channels: usize,
+) -> Result<(), FeedbackError> {
+    if dims.len() != rank || dims[1] != channels {
+        return Err(FeedbackError::InputShape {
+            op,
+            expected: format!("rank {rank} with {channels} channels on axis 1"),
+            found: dims.to_vec(),
+        });
+    }
+    Ok(())
+}
+
+pub(crate) fn check_linear_input(dims: &[usize], d_input: usize) -> Result<(), FeedbackError> {
+    if dims.last() != Some(&d_input) {
+        return Err(FeedbackError::InputShape {
+            op: "feedback_linear",
+            expected: format!("last axis of size {d_input}"),
+            found: dims.to_vec(),
+        });
+    }
+    Ok(())
+}
+
+/// `x·W + b` (W is `[d_input, d_output]`, as in burn's `Linear`), with `dx = g·Vᵀ`.
+///
+/// `feedback` must have the weight's shape. It is treated as a constant: no gradient flows into
+/// it.
+pub fn feedback_linear<const D: usize>(
+    x: Tensor<D>,
+    weight: Tensor<2>,
+    bias: Option<Tensor<1>>,
+    feedback: Tensor<2>,
+) -> Result<Tensor<D>, FeedbackError> {
+    let [d_input, d_output] = weight.dims();
+    check_feedback_shape("feedback_linear", &weight.dims(), &feedback.dims())?;
+    check_linear_input(&x.dims(), d_input)?;
+    check_bias("feedback_linear", &bias, d_output)?;
+    Ok(linear_with(x, weight, bias, Some(feedback), FeedbackKernel::GIVEN))
+}
+
+/// 1-d convolution (W is `[channels_out, channels_in / groups, k]`), with the input gradient
+/// computed by burn's `conv1d_x_backward` with `V`.
+pub fn feedback_conv1d(
+    x: Tensor<3>,
+    weight: Tensor<3>,
+    bias: Option<Tensor<1>>,
+    feedback: Tensor<3>,
+    options: ConvOptions<1>,
+) -> Result<Tensor<3>, FeedbackError> {
+    let w = weight.dims();
+    check_feedback_shape("feedback_conv1d", &w, &feedback.dims())?;
+    check_groups("feedback_conv1d", options.groups, [w[1] * options.groups, w[0]])?;
+    check_input_channels("feedback_conv1d", &x.dims(), 3, w[1] * options.groups)?;
+    check_bias("feedback_conv1d", &bias, w[0])?;
+    Ok(conv1d_with(x, weight, bias, Some(feedback), options, FeedbackKernel::GIVEN))
+}
+
+/// 2-d convolution (W is `[channels_out, channels_in / groups, k₁, k₂]`), with the input
+/// gradient computed by burn's `conv2d_x_backward` with `V`.
+pub fn feedback_conv2d(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Option<Tensor<1>>,
+    feedback: Tensor<4>,
+    options: ConvOptions<2>,
+) -> Result<Tensor<4>, FeedbackError> {
+    let w = weight.dims();
+    check_feedback_shape("feedback_conv2d", &w, &feedback.dims())?;
+    check_groups("feedback_conv2d", options.groups, [w[1] * options.groups, w[0]])?;
+    check_input_channels("feedback_conv2d", &x.dims(), 4, w[1] * options.groups)?;
+    check_bias("feedback_conv2d", &bias, w[0])?;
+    Ok(conv2d_with(x, weight, bias, Some(feedback), options, FeedbackKernel::GIVEN))
+}
+
+/// 2-d transposed convolution (W is `[channels_in, channels_out / groups, k₁, k₂]`), with the
+/// input gradient computed by burn's `conv_transpose2d_x_backward` with `V`.
+pub fn feedback_conv_transpose2d(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Option<Tensor<1>>,
+    feedback: Tensor<4>,
+    options: ConvTransposeOptions<2>,
+) -> Result<Tensor<4>, FeedbackError> {
+    let w = weight.dims();
+    check_feedback_shape("feedback_conv_transpose2d", &w, &feedback.dims())?;
+    check_groups("feedback_conv_transpose2d", options.groups, [w[0], w[1] * options.groups])?;
+    check_input_channels("feedback_conv_transpose2d", &x.dims(), 4, w[0])?;
+    check_bias("feedback_conv_transpose2d", &bias, w[1] * options.groups)?;
+    Ok(conv_transpose2d_with(x, weight, bias, Some(feedback), options, FeedbackKernel::GIVEN))
+}

@@ -1,0 +1,380 @@
+//! The feedback ops against independent references, on every device:
+//! forward bit-identical to burn's layers, dW and db equal to BP, dx equal to the straight-through
+//! formulation `op(x.detach(), W, b) + op(x, V) − op(x, V).detach()` and, for linear, to `g·Vᵀ`.
+
+mod common;
+
+use burn::nn::PaddingConfig1d;
+use burn::nn::PaddingConfig2d;
+use burn::tensor::module::{conv_transpose2d, conv1d, conv2d, linear};
+use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
+use burn::tensor::{Device, Distribution, Tensor};
+use common::*;
+use signsym_feedback::layers::*;
+use signsym_feedback::{FeedbackConfig, FeedbackRule, FeedbackScale};
+
+const TOL: f32 = 2e-5;
+
+/// The `V` a layer should use, computed independently on the test side.
+fn expected_v<const W: usize>(
+    rule: FeedbackRule,
+    scale: FeedbackScale,
+    weight: Tensor<W>,
+    fixed: Option<Tensor<W>>,
+    brsf_mask: Option<Tensor<W>>,
+    fans: (usize, usize),
+) -> Tensor<W> {
+    let v0 = match rule {
+        // BP is V = W whatever the scale.
+        FeedbackRule::Bp => return weight,
+        FeedbackRule::USf => weight.clone().sign(),
+        FeedbackRule::FrSf => fixed.unwrap() * weight.clone().sign(),
+        FeedbackRule::BrSf => brsf_mask.unwrap() * weight.clone().sign(),
+        FeedbackRule::Fa => fixed.unwrap(),
+    };
+    let s = match scale {
+        FeedbackScale::Unit => 1.0,
+        FeedbackScale::InitStd => (2.0 / (fans.0 + fans.1) as f32).sqrt(),
+        FeedbackScale::MatchNorm => frobenius(weight) / frobenius(v0.clone()),
+    };
+    v0.mul_scalar(s)
+}
+
+struct Grads<const D: usize, const W: usize> {
+    y: Tensor<D>,
+    dx: Tensor<D>,
+    dw: Tensor<W>,
+    db: Tensor<1>,
+}
+
+/// Runs one layer case through every check.
+#[allow(clippy::too_many_arguments)]
+fn check_case<const D: usize, const W: usize>(
+    name: &str,
+    device: &Device,
+    rule: FeedbackRule,
+    scale: FeedbackScale,
+    x: Tensor<D>,
+    weight: Tensor<W>,
+    bias: Tensor<1>,
+    fixed: Option<Tensor<W>>,
+    fans: (usize, usize),
+    ours: impl Fn(Tensor<D>) -> Tensor<D>,
+    burn_op: impl Fn(Tensor<D>, Tensor<W>, Option<Tensor<1>>) -> Tensor<D>,
+) {
+    let what = |s: &str| format!("{name} {rule} {scale} on {device:?}: {s}");
+    // The upstream gradient g = r: loss = sum(y ∘ r).
+    let y_shape = burn_op(x.clone(), weight.clone().detach(), None).dims();
+    let r = random(y_shape, device);
+
+    // Ours. brSF draws M at backward time from the device RNG: seed it, and redraw the same M.
+    device.seed(7);
+    let xo = x.clone().detach().require_grad();
+    let y = ours(xo.clone());
+    let grads = (y.clone() * r.clone()).sum().backward();
+    let ours = Grads {
+        y: y.detach(),
+        dx: xo.grad(&grads).unwrap(),
+        dw: weight.grad(&grads).unwrap(),
+        db: bias.grad(&grads).unwrap(),
+    };
+    device.seed(7);
+    let mask = (rule == FeedbackRule::BrSf)
+        .then(|| Tensor::<W>::random(weight.shape(), Distribution::Uniform(0.0, 1.0), device));
+    let v = expected_v(rule, scale, weight.clone().detach(), fixed, mask, fans);
+
+    // BP through burn's own op.
+    let xb = x.clone().detach().require_grad();
+    let wb = weight.clone().detach().require_grad();
+    let bb = bias.clone().detach().require_grad();
+    let yb = burn_op(xb.clone(), wb.clone(), Some(bb.clone()));
+    let g = (yb.clone() * r.clone()).sum().backward();
+    assert_identical(&what("forward equals burn's layer"), ours.y.clone(), yb.detach());
+    assert_close(&what("dW equals BP"), ours.dw.clone(), wb.grad(&g).unwrap(), TOL);
+    assert_close(&what("db equals BP"), ours.db.clone(), bb.grad(&g).unwrap(), TOL);
+
+    // Straight-through reference.
+    let xs = x.clone().detach().require_grad();
+    let ws = weight.clone().detach().require_grad();
+    let bs = bias.clone().detach().require_grad();
+    let through_v = burn_op(xs.clone(), v.clone(), None);
+    let ys = burn_op(xs.clone().detach(), ws.clone(), Some(bs.clone())) + through_v.clone()
+        - through_v.detach();
+    let g = (ys * r).sum().backward();
+    assert_close(&what("dx equals straight-through"), ours.dx, xs.grad(&g).unwrap(), TOL);
+    assert_close(&what("dW equals straight-through"), ours.dw, ws.grad(&g).unwrap(), TOL);
+    assert_close(&what("db equals straight-through"), ours.db, bs.grad(&g).unwrap(), TOL);
+}
+
+fn feedback(rule: FeedbackRule, scale: FeedbackScale) -> FeedbackConfig {
+    FeedbackConfig::new().with_rule(rule).with_scale(scale).with_seed(11)
+}
+
+const SCALES: [FeedbackScale; 3] = [
+    FeedbackScale::Unit,
+    FeedbackScale::InitStd,
+    FeedbackScale::MatchNorm,
+];
+
+#[test]
+fn linear_matches_references() {
+    let _serial = serial();
+    for device in devices() {
+        device.seed(1);
+        for rule in FeedbackRule::ALL {
+            for scale in SCALES {
+                let layer = FeedbackLinearConfig::new(5, 4)
+                    .with_feedback(feedback(rule, scale))
+                    .init(&device);
+                let w = layer.weight.val();
+                let b = layer.bias.as_ref().unwrap().val();
+                let fixed = layer.feedback.as_ref().map(|f| f.val());
+                check_case(
+                    "linear rank 2", &device, rule, scale,
+                    random([3, 5], &device), w.clone(), b.clone(), fixed.clone(), (5, 4),
+                    |x| layer.forward(x), |x, w, b| linear(x, w, b),
+                );
+                check_case(
+                    "linear rank 3", &device, rule, scale,
+                    random([2, 3, 5], &device), w, b, fixed, (5, 4),
+                    |x| layer.forward(x), |x, w, b| linear(x, w, b),
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn linear_input_gradient_is_g_times_v_transposed() {
+    let _serial = serial();
+    for device in devices() {
+        let w = Tensor::<2>::from_floats([[0.5, -0.2, 0.0], [-0.1, 0.3, 0.05]], &device);
+        let layer = FeedbackLinear {
+            weight: burn::module::Param::from_tensor(w.clone()),
+            bias: None,
+            feedback: None,
+            settings: feedback(FeedbackRule::USf, FeedbackScale::Unit),
+        };
+        let x = Tensor::<2>::from_floats([[1.0, 2.0]], &device).require_grad();
+        let g = Tensor::<2>::from_floats([[1.0, -2.0, 3.0]], &device);
+        let grads = (layer.forward(x.clone()) * g).sum().backward();
+        // sign(W) = [[1,-1,0],[-1,1,1]]; g·sign(W)ᵀ = [1+2+0, -1-2+3] = [3, 0].
+        assert_eq!(host(x.grad(&grads).unwrap()), vec![3.0, 0.0]);
+        // dW = xᵀ·g exactly.
+        assert_eq!(
+            host(layer.weight.val().grad(&grads).unwrap()),
+            vec![1.0, -2.0, 3.0, 2.0, -4.0, 6.0]
+        );
+    }
+}
+
+#[test]
+fn conv1d_matches_references() {
+    let _serial = serial();
+    for device in devices() {
+        device.seed(2);
+        for rule in FeedbackRule::ALL {
+            for scale in SCALES {
+                let layer = FeedbackConv1dConfig::new(4, 6, 3)
+                    .with_stride(2)
+                    .with_dilation(2)
+                    .with_groups(2)
+                    .with_padding(PaddingConfig1d::Explicit(1, 2))
+                    .with_feedback(feedback(rule, scale))
+                    .init(&device);
+                let options = ConvOptions::new_with_padding([2], [(1, 2)], [2], 2);
+                check_case(
+                    "conv1d", &device, rule, scale,
+                    random([2, 4, 11], &device),
+                    layer.weight.val(), layer.bias.as_ref().unwrap().val(),
+                    layer.feedback.as_ref().map(|f| f.val()), (2 * 3, 6 * 3),
+                    |x| layer.forward(x),
+                    |x, w, b| conv1d(x, w, b, options.clone()),
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn conv2d_matches_references() {
+    let _serial = serial();
+    for device in devices() {
+        device.seed(3);
+        for rule in FeedbackRule::ALL {
+            for scale in SCALES {
+                let layer = FeedbackConv2dConfig::new([4, 6], [3, 2])
+                    .with_stride([2, 1])
+                    .with_dilation([1, 2])
+                    .with_groups(2)
+                    .with_padding(PaddingConfig2d::Explicit(1, 0, 2, 1))
+                    .with_feedback(feedback(rule, scale))
+                    .init(&device);
+                let options = ConvOptions::new_with_padding([2, 1], [(1, 2), (0, 1)], [1, 2], 2);
+                check_case(
+                    "conv2d", &device, rule, scale,
+                    random([2, 4, 9, 8], &device),
+                    layer.weight.val(), layer.bias.as_ref().unwrap().val(),
+                    layer.feedback.as_ref().map(|f| f.val()), (2 * 6, 6 * 6),
+                    |x| layer.forward(x),
+                    |x, w, b| conv2d(x, w, b, options.clone()),
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn conv2d_same_padding_matches_references() {
+    let _serial = serial();
+    for device in devices() {
+        device.seed(4);
+        for rule in [FeedbackRule::USf, FeedbackRule::Fa] {
+            let layer = FeedbackConv2dConfig::new([3, 5], [3, 3])
+                .with_stride([2, 2])
+                .with_padding(PaddingConfig2d::Same)
+                .with_feedback(feedback(rule, FeedbackScale::MatchNorm))
+                .init(&device);
+            // Same padding for 7 inputs, kernel 3, stride 2: 4 outputs, (1, 1) padding.
+            let options = ConvOptions::new_with_padding([2, 2], [(1, 1), (1, 1)], [1, 1], 1);
+            check_case(
+                "conv2d same", &device, rule, FeedbackScale::MatchNorm,
+                random([2, 3, 7, 7], &device),
+                layer.weight.val(), layer.bias.as_ref().unwrap().val(),
+                layer.feedback.as_ref().map(|f| f.val()), (27, 45),
+                |x| layer.forward(x),
+                |x, w, b| conv2d(x, w, b, options.clone()),
+            );
+        }
+    }
+}
+
+#[test]
+fn conv_transpose2d_matches_references() {
+    let _serial = serial();
+    for device in devices() {
+        device.seed(5);
+        for rule in FeedbackRule::ALL {
+            for scale in SCALES {
+                let layer = FeedbackConvTranspose2dConfig::new([4, 6], [3, 3])
+                    .with_stride([2, 2])
+                    .with_padding([1, 1])
+                    .with_padding_out([1, 1])
+                    .with_groups(2)
+                    .with_feedback(feedback(rule, scale))
+                    .init(&device);
+                let options = ConvTransposeOptions::new([2, 2], [1, 1], [1, 1], [1, 1], 2);
+                check_case(
+                    "conv_transpose2d", &device, rule, scale,
+                    random([2, 4, 5, 5], &device),
+                    layer.weight.val(), layer.bias.as_ref().unwrap().val(),
+                    layer.feedback.as_ref().map(|f| f.val()), (3 * 9, 4 * 9),
+                    |x| layer.forward(x),
+                    |x, w, b| conv_transpose2d(x, w, b, options.clone()),
+                );
+            }
+        }
+    }
+}
+
+/// With `V = W` the custom op's gradients are true derivatives: finite differences agree.
+#[test]
+fn weight_feedback_op_agrees_with_finite_differences() {
+    let _serial = serial();
+    use signsym_feedback::ops::feedback_conv2d;
+    let device = Device::flex().autodiff();
+    device.seed(9);
+    let x = random::<4>([1, 2, 5, 5], &device);
+    let w = random::<4>([3, 2, 3, 3], &device);
+    let b = random::<1>([3], &device);
+    let r = random::<4>([1, 3, 3, 3], &device);
+    let options = ConvOptions::new([1, 1], [0, 0], [1, 1], 1);
+    let f = |x: Tensor<4>, w: Tensor<4>| -> f64 {
+        let y = feedback_conv2d(x, w.clone(), Some(b.clone()), w.detach(), options.clone()).unwrap();
+        f64::from((y * r.clone()).sum().into_scalar::<f32>())
+    };
+    let xg = x.clone().require_grad();
+    let wg = w.clone().require_grad();
+    let y = feedback_conv2d(xg.clone(), wg.clone(), Some(b.clone()), w.clone(), options.clone()).unwrap();
+    let grads = (y * r.clone()).sum().backward();
+    let dx = host(xg.grad(&grads).unwrap());
+    let dw = host(wg.grad(&grads).unwrap());
+
+    let h = 1e-2f32;
+    let xs = host(x.clone());
+    let ws = host(w.clone());
+    for &i in &[0usize, 7, 24, 31, 49] {
+        let mut plus = xs.clone();
+        let mut minus = xs.clone();
+        plus[i] += h;
+        minus[i] -= h;
+        let tp = Tensor::<4>::from_data(burn::tensor::TensorData::new(plus, [1, 2, 5, 5]), &device);
+        let tm = Tensor::<4>::from_data(burn::tensor::TensorData::new(minus, [1, 2, 5, 5]), &device);
+        let fd = (f(tp, w.clone()) - f(tm, w.clone())) / (2.0 * f64::from(h));
+        assert!((fd - f64::from(dx[i])).abs() < 2e-3, "dx[{i}]: fd {fd} vs {}", dx[i]);
+    }
+    for &i in &[0usize, 5, 17, 30, 53] {
+        let mut plus = ws.clone();
+        let mut minus = ws.clone();
+        plus[i] += h;
+        minus[i] -= h;
+        let tp = Tensor::<4>::from_data(burn::tensor::TensorData::new(plus, [3, 2, 3, 3]), &device);
+        let tm = Tensor::<4>::from_data(burn::tensor::TensorData::new(minus, [3, 2, 3, 3]), &device);
+        // The weight moves in the forward only; V stays the unperturbed W, as in the op above.
+        let fp = {
+            let y = feedback_conv2d(x.clone(), tp, Some(b.clone()), w.clone(), options.clone()).unwrap();
+            f64::from((y * r.clone()).sum().into_scalar::<f32>())
+        };
+        let fm = {
+            let y = feedback_conv2d(x.clone(), tm, Some(b.clone()), w.clone(), options.clone()).unwrap();
+            f64::from((y * r.clone()).sum().into_scalar::<f32>())
+        };
+        let fd = (fp - fm) / (2.0 * f64::from(h));
+        assert!((fd - f64::from(dw[i])).abs() < 2e-3, "dW[{i}]: fd {fd} vs {}", dw[i]);
+    }
+}
+
+#[test]
+fn brsf_redraws_its_magnitudes_at_every_backward() {
+    let _serial = serial();
+    for device in devices() {
+        device.seed(21);
+        let layer = FeedbackLinearConfig::new(6, 5)
+            .with_feedback(feedback(FeedbackRule::BrSf, FeedbackScale::Unit))
+            .init(&device);
+        let x = random::<2>([4, 6], &device);
+        let dx = || {
+            let x = x.clone().detach().require_grad();
+            let grads = layer.forward(x.clone()).sum().backward();
+            host(x.grad(&grads).unwrap())
+        };
+        let (first, second) = (dx(), dx());
+        assert_ne!(first, second, "brSF gave the same input gradient twice");
+        device.seed(99);
+        let a = dx();
+        device.seed(99);
+        assert_eq!(a, dx(), "same device seed, same brSF draw");
+    }
+}
+
+#[test]
+fn activation_matmul_is_untouched() {
+    let _serial = serial();
+    for device in devices() {
+        device.seed(31);
+        let layer = FeedbackLinearConfig::new(4, 3)
+            .with_bias(false)
+            .with_feedback(feedback(FeedbackRule::USf, FeedbackScale::Unit))
+            .init(&device);
+        let a = random::<2>([2, 5], &device).require_grad();
+        let b = random::<2>([5, 4], &device).require_grad();
+        let r = random::<2>([2, 3], &device);
+        let grads = (layer.forward(a.clone().matmul(b.clone())) * r.clone()).sum().backward();
+        // Through the layer: g_h = r·sign(W)ᵀ; through the activation matmul h = a·b, exactly.
+        let g_h = r.matmul(layer.weight.val().detach().sign().transpose());
+        let b_val = b.clone().detach();
+        let a_val = a.clone().detach();
+        assert_close("da", a.grad(&grads).unwrap(), g_h.clone().matmul(b_val.transpose()), TOL);
+        assert_close("db", b.grad(&grads).unwrap(), a_val.transpose().matmul(g_h), TOL);
+    }
+}
