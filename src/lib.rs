@@ -1,3 +1,13 @@
-//! signsym: sign-symmetry fine-tuning for Burn.
+#![doc = include_str!("../README.md")]
+//! signsym: fine-tuning with sign-symmetry and feedback-alignment rules on Burn, and honest
+//! evaluation of the robustness they seem to give.
+//!
+//! The member crates are re-exported: [`feedback`] (the rules, as layers and tensor ops) and
+//! [`data`] (dataset readers). [`digits`] is the quick-start study the README runs.
+
+#![warn(missing_docs)]
+
 pub use signsym_data as data;
 pub use signsym_feedback as feedback;
+
+pub mod digits;

@@ -125,7 +125,10 @@ mod tests {
 
     #[test]
     fn reads_plain_csv_and_scales_to_unit_interval() {
-        let path = write("ok.csv", &format!("{}\n{}\n", row("16", "3"), row("4", "9")));
+        let path = write(
+            "ok.csv",
+            &format!("{}\n{}\n", row("16", "3"), row("4", "9")),
+        );
         let d = read_digits_csv(&path).unwrap();
         assert_eq!(d.labels, vec![3, 9]);
         assert_eq!(d.image(0)[0], 1.0);
@@ -136,19 +139,28 @@ mod tests {
     fn short_line_names_the_line() {
         let path = write("short.csv", &format!("{}\n1,2,3\n", row("1", "1")));
         let err = read_digits_csv(&path).unwrap_err().to_string();
-        assert!(err.contains("line 2") && err.contains("expected 65 fields"), "{err}");
+        assert!(
+            err.contains("line 2") && err.contains("expected 65 fields"),
+            "{err}"
+        );
     }
 
     #[test]
     fn bad_pixel_and_bad_label_name_the_field() {
         let path = write("pixel.csv", &row("17", "1"));
         let err = read_digits_csv(&path).unwrap_err().to_string();
-        assert!(err.contains("line 1, field 1") && err.contains("17"), "{err}");
+        assert!(
+            err.contains("line 1, field 1") && err.contains("17"),
+            "{err}"
+        );
         let path = write("label.csv", &row("1", "10"));
         let err = read_digits_csv(&path).unwrap_err().to_string();
         assert!(err.contains("field 65"), "{err}");
         let path = write("nan.csv", &row("x", "1"));
-        assert!(matches!(read_digits_csv(&path), Err(DataError::Malformed { .. })));
+        assert!(matches!(
+            read_digits_csv(&path),
+            Err(DataError::Malformed { .. })
+        ));
     }
 
     #[test]
@@ -185,6 +197,9 @@ mod tests {
         for &l in &d.labels {
             counts[l] += 1;
         }
-        assert!(counts.iter().all(|&c| (170..=190).contains(&c)), "{counts:?}");
+        assert!(
+            counts.iter().all(|&c| (170..=190).contains(&c)),
+            "{counts:?}"
+        );
     }
 }

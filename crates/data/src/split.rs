@@ -74,7 +74,13 @@ mod tests {
         assert_eq!(s.test.len(), 20);
         assert_eq!(s.train.len(), 80);
         assert_eq!(s.test.labels.iter().filter(|&&l| l == 0).count(), 10);
-        let mut all: Vec<f32> = s.train.images.iter().chain(&s.test.images).copied().collect();
+        let mut all: Vec<f32> = s
+            .train
+            .images
+            .iter()
+            .chain(&s.test.images)
+            .copied()
+            .collect();
         all.sort_by(f32::total_cmp);
         assert_eq!(all, d.images);
         let again = train_test_split(&d, 0.2, 3).unwrap();

@@ -76,7 +76,10 @@ impl FeedbackKernel {
         weight: FloatTensor<B>,
         aux: Option<FloatTensor<B>>,
     ) -> FloatTensor<B> {
-        let aux = || aux.clone().expect("feedback kernel needs its auxiliary tensor");
+        let aux = || {
+            aux.clone()
+                .expect("feedback kernel needs its auxiliary tensor")
+        };
         let base = match self.form {
             FeedbackForm::Weight => weight.clone(),
             FeedbackForm::Sign => B::float_sign(weight.clone()),
@@ -152,18 +155,20 @@ impl LayerOp {
         }
     }
 
+    /// The weight gradient; linear needs no weight for it, the convolutions do (for its shape).
     fn weight_backward<B: Backend>(
         &self,
         x: FloatTensor<B>,
-        weight: FloatTensor<B>,
+        weight: Option<FloatTensor<B>>,
         grad: FloatTensor<B>,
     ) -> FloatTensor<B> {
+        let weight = || weight.clone().expect("convolution weight checkpointed");
         match self {
             Self::Linear => B::linear_weight_backward(x, grad),
-            Self::Conv1d(o) => B::conv1d_weight_backward(x, weight, grad, o.clone()),
-            Self::Conv2d(o) => B::conv2d_weight_backward(x, weight, grad, o.clone()),
+            Self::Conv1d(o) => B::conv1d_weight_backward(x, weight(), grad, o.clone()),
+            Self::Conv2d(o) => B::conv2d_weight_backward(x, weight(), grad, o.clone()),
             Self::ConvTranspose2d(o) => {
-                B::conv_transpose2d_weight_backward(x, weight, grad, o.clone())
+                B::conv_transpose2d_weight_backward(x, weight(), grad, o.clone())
             }
         }
     }
@@ -319,13 +324,16 @@ impl<B: Backend, const N: usize> Backward<B, N> for FeedbackBackward<N> {
         let bias = bias_id.map(|id| checkpointer.retrieve_node_output::<FloatTensor<B>>(id));
 
         if let Some(node) = node_x {
-            let weight = weight.clone().expect("weight checkpointed for the input gradient");
+            let weight = weight
+                .clone()
+                .expect("weight checkpointed for the input gradient");
             let v = kernel.form_feedback::<B>(weight, aux);
             grads.register::<B>(node.id, op.x_backward::<B>(x.clone(), v, grad.clone()));
         }
         if let Some(node) = node_weight {
-            let x = x.clone().expect("input checkpointed for the weight gradient");
-            let weight = weight.expect("weight checkpointed");
+            let x = x
+                .clone()
+                .expect("input checkpointed for the weight gradient");
             grads.register::<B>(node.id, op.weight_backward::<B>(x, weight, grad.clone()));
         }
         if let Some(node) = node_bias {
@@ -398,7 +406,14 @@ impl<B: Backend, C: CheckpointStrategy> FeedbackBackend for Autodiff<B, C> {
         aux: MaybeTensor<Self>,
         kernel: FeedbackKernel,
     ) -> FloatTensor<Self> {
-        record::<B, C>(LayerOp::Linear, x, weight, bias.into_option(), aux.into_option(), kernel)
+        record::<B, C>(
+            LayerOp::Linear,
+            x,
+            weight,
+            bias.into_option(),
+            aux.into_option(),
+            kernel,
+        )
     }
 
     fn feedback_conv1d(

@@ -3,8 +3,8 @@
 use burn::tensor::Tensor;
 
 use crate::exact_gradients;
-use crate::layers::cosine;
 use crate::layers::common::host;
+use crate::layers::cosine;
 
 /// Per-sample agreement between a model's feedback input-gradient and its exact (BP)
 /// input-gradient for one batch.
@@ -78,7 +78,12 @@ pub fn input_gradient_alignment<const D: usize>(
     let exact = host(exact_input_gradient(x, &loss));
     let per = feedback.len() / batch.max(1);
     let per_sample = (0..batch)
-        .map(|i| cosine(&feedback[i * per..(i + 1) * per], &exact[i * per..(i + 1) * per]))
+        .map(|i| {
+            cosine(
+                &feedback[i * per..(i + 1) * per],
+                &exact[i * per..(i + 1) * per],
+            )
+        })
         .collect();
     GradientAlignment {
         per_sample,

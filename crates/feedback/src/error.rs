@@ -14,7 +14,9 @@ pub enum FeedbackError {
     UnknownScale(String),
 
     /// A feedback tensor whose shape differs from the weight it stands in for.
-    #[error("feedback tensor of layer `{layer}` has shape {found:?}, but its weight has shape {expected:?}")]
+    #[error(
+        "feedback tensor of layer `{layer}` has shape {found:?}, but its weight has shape {expected:?}"
+    )]
     FeedbackShape {
         /// The layer (or tensor-level op) concerned.
         layer: String,

@@ -23,8 +23,8 @@ use burn::backend::Dispatch;
 use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
 use burn::tensor::{DispatchTensor, Tensor};
 
-use crate::backend::{FeedbackBackend, FeedbackKernel, MaybeTensor};
 use crate::FeedbackError;
+use crate::backend::{FeedbackBackend, FeedbackKernel, MaybeTensor};
 
 fn maybe<const D: usize>(t: Option<Tensor<D>>) -> MaybeTensor<Dispatch> {
     MaybeTensor::from(t.map(Tensor::into_dispatch))
@@ -125,7 +125,11 @@ pub(crate) fn check_feedback_shape(
     Ok(())
 }
 
-fn check_bias(op: &'static str, bias: &Option<Tensor<1>>, channels: usize) -> Result<(), FeedbackError> {
+fn check_bias(
+    op: &'static str,
+    bias: &Option<Tensor<1>>,
+    channels: usize,
+) -> Result<(), FeedbackError> {
     match bias {
         Some(b) if b.dims()[0] != channels => Err(FeedbackError::InputShape {
             op,
@@ -136,7 +140,11 @@ fn check_bias(op: &'static str, bias: &Option<Tensor<1>>, channels: usize) -> Re
     }
 }
 
-pub(crate) fn check_groups(op: &'static str, groups: usize, channels: [usize; 2]) -> Result<(), FeedbackError> {
+pub(crate) fn check_groups(
+    op: &'static str,
+    groups: usize,
+    channels: [usize; 2],
+) -> Result<(), FeedbackError> {
     if groups == 0 || channels[0] % groups != 0 || channels[1] % groups != 0 {
         return Err(FeedbackError::InvalidConfig(format!(
             "{op}: channels {channels:?} must both be divisible by groups = {groups}"
@@ -186,7 +194,13 @@ pub fn feedback_linear<const D: usize>(
     check_feedback_shape("feedback_linear", &weight.dims(), &feedback.dims())?;
     check_linear_input(&x.dims(), d_input)?;
     check_bias("feedback_linear", &bias, d_output)?;
-    Ok(linear_with(x, weight, bias, Some(feedback), FeedbackKernel::GIVEN))
+    Ok(linear_with(
+        x,
+        weight,
+        bias,
+        Some(feedback),
+        FeedbackKernel::GIVEN,
+    ))
 }
 
 /// 1-d convolution (W is `[channels_out, channels_in / groups, k]`), with the input gradient
@@ -200,10 +214,21 @@ pub fn feedback_conv1d(
 ) -> Result<Tensor<3>, FeedbackError> {
     let w = weight.dims();
     check_feedback_shape("feedback_conv1d", &w, &feedback.dims())?;
-    check_groups("feedback_conv1d", options.groups, [w[1] * options.groups, w[0]])?;
+    check_groups(
+        "feedback_conv1d",
+        options.groups,
+        [w[1] * options.groups, w[0]],
+    )?;
     check_input_channels("feedback_conv1d", &x.dims(), 3, w[1] * options.groups)?;
     check_bias("feedback_conv1d", &bias, w[0])?;
-    Ok(conv1d_with(x, weight, bias, Some(feedback), options, FeedbackKernel::GIVEN))
+    Ok(conv1d_with(
+        x,
+        weight,
+        bias,
+        Some(feedback),
+        options,
+        FeedbackKernel::GIVEN,
+    ))
 }
 
 /// 2-d convolution (W is `[channels_out, channels_in / groups, k₁, k₂]`), with the input
@@ -217,10 +242,21 @@ pub fn feedback_conv2d(
 ) -> Result<Tensor<4>, FeedbackError> {
     let w = weight.dims();
     check_feedback_shape("feedback_conv2d", &w, &feedback.dims())?;
-    check_groups("feedback_conv2d", options.groups, [w[1] * options.groups, w[0]])?;
+    check_groups(
+        "feedback_conv2d",
+        options.groups,
+        [w[1] * options.groups, w[0]],
+    )?;
     check_input_channels("feedback_conv2d", &x.dims(), 4, w[1] * options.groups)?;
     check_bias("feedback_conv2d", &bias, w[0])?;
-    Ok(conv2d_with(x, weight, bias, Some(feedback), options, FeedbackKernel::GIVEN))
+    Ok(conv2d_with(
+        x,
+        weight,
+        bias,
+        Some(feedback),
+        options,
+        FeedbackKernel::GIVEN,
+    ))
 }
 
 /// 2-d transposed convolution (W is `[channels_in, channels_out / groups, k₁, k₂]`), with the
@@ -234,8 +270,19 @@ pub fn feedback_conv_transpose2d(
 ) -> Result<Tensor<4>, FeedbackError> {
     let w = weight.dims();
     check_feedback_shape("feedback_conv_transpose2d", &w, &feedback.dims())?;
-    check_groups("feedback_conv_transpose2d", options.groups, [w[0], w[1] * options.groups])?;
+    check_groups(
+        "feedback_conv_transpose2d",
+        options.groups,
+        [w[0], w[1] * options.groups],
+    )?;
     check_input_channels("feedback_conv_transpose2d", &x.dims(), 4, w[0])?;
     check_bias("feedback_conv_transpose2d", &bias, w[1] * options.groups)?;
-    Ok(conv_transpose2d_with(x, weight, bias, Some(feedback), options, FeedbackKernel::GIVEN))
+    Ok(conv_transpose2d_with(
+        x,
+        weight,
+        bias,
+        Some(feedback),
+        options,
+        FeedbackKernel::GIVEN,
+    ))
 }

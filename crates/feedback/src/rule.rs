@@ -160,7 +160,10 @@ pub enum FeedbackDistribution {
 
 impl FeedbackDistribution {
     /// The default for the magnitudes `M`: uniform on `[0, 1)`.
-    pub const MAGNITUDE: Self = Self::Uniform { low: 0.0, high: 1.0 };
+    pub const MAGNITUDE: Self = Self::Uniform {
+        low: 0.0,
+        high: 1.0,
+    };
     /// The default for FA's matrix `B`: uniform on `[-1, 1)`.
     pub const SYMMETRIC: Self = Self::Uniform {
         low: -1.0,

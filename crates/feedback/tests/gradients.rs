@@ -89,9 +89,23 @@ fn check_case<const D: usize, const W: usize>(
     let bb = bias.clone().detach().require_grad();
     let yb = burn_op(xb.clone(), wb.clone(), Some(bb.clone()));
     let g = (yb.clone() * r.clone()).sum().backward();
-    assert_identical(&what("forward equals burn's layer"), ours.y.clone(), yb.detach());
-    assert_close(&what("dW equals BP"), ours.dw.clone(), wb.grad(&g).unwrap(), TOL);
-    assert_close(&what("db equals BP"), ours.db.clone(), bb.grad(&g).unwrap(), TOL);
+    assert_identical(
+        &what("forward equals burn's layer"),
+        ours.y.clone(),
+        yb.detach(),
+    );
+    assert_close(
+        &what("dW equals BP"),
+        ours.dw.clone(),
+        wb.grad(&g).unwrap(),
+        TOL,
+    );
+    assert_close(
+        &what("db equals BP"),
+        ours.db.clone(),
+        bb.grad(&g).unwrap(),
+        TOL,
+    );
 
     // Straight-through reference.
     let xs = x.clone().detach().require_grad();
@@ -101,13 +115,31 @@ fn check_case<const D: usize, const W: usize>(
     let ys = burn_op(xs.clone().detach(), ws.clone(), Some(bs.clone())) + through_v.clone()
         - through_v.detach();
     let g = (ys * r).sum().backward();
-    assert_close(&what("dx equals straight-through"), ours.dx, xs.grad(&g).unwrap(), TOL);
-    assert_close(&what("dW equals straight-through"), ours.dw, ws.grad(&g).unwrap(), TOL);
-    assert_close(&what("db equals straight-through"), ours.db, bs.grad(&g).unwrap(), TOL);
+    assert_close(
+        &what("dx equals straight-through"),
+        ours.dx,
+        xs.grad(&g).unwrap(),
+        TOL,
+    );
+    assert_close(
+        &what("dW equals straight-through"),
+        ours.dw,
+        ws.grad(&g).unwrap(),
+        TOL,
+    );
+    assert_close(
+        &what("db equals straight-through"),
+        ours.db,
+        bs.grad(&g).unwrap(),
+        TOL,
+    );
 }
 
 fn feedback(rule: FeedbackRule, scale: FeedbackScale) -> FeedbackConfig {
-    FeedbackConfig::new().with_rule(rule).with_scale(scale).with_seed(11)
+    FeedbackConfig::new()
+        .with_rule(rule)
+        .with_scale(scale)
+        .with_seed(11)
 }
 
 const SCALES: [FeedbackScale; 3] = [
@@ -130,14 +162,30 @@ fn linear_matches_references() {
                 let b = layer.bias.as_ref().unwrap().val();
                 let fixed = layer.feedback.as_ref().map(|f| f.val());
                 check_case(
-                    "linear rank 2", &device, rule, scale,
-                    random([3, 5], &device), w.clone(), b.clone(), fixed.clone(), (5, 4),
-                    |x| layer.forward(x), |x, w, b| linear(x, w, b),
+                    "linear rank 2",
+                    &device,
+                    rule,
+                    scale,
+                    random([3, 5], &device),
+                    w.clone(),
+                    b.clone(),
+                    fixed.clone(),
+                    (5, 4),
+                    |x| layer.forward(x),
+                    |x, w, b| linear(x, w, b),
                 );
                 check_case(
-                    "linear rank 3", &device, rule, scale,
-                    random([2, 3, 5], &device), w, b, fixed, (5, 4),
-                    |x| layer.forward(x), |x, w, b| linear(x, w, b),
+                    "linear rank 3",
+                    &device,
+                    rule,
+                    scale,
+                    random([2, 3, 5], &device),
+                    w,
+                    b,
+                    fixed,
+                    (5, 4),
+                    |x| layer.forward(x),
+                    |x, w, b| linear(x, w, b),
                 );
             }
         }
@@ -184,10 +232,15 @@ fn conv1d_matches_references() {
                     .init(&device);
                 let options = ConvOptions::new_with_padding([2], [(1, 2)], [2], 2);
                 check_case(
-                    "conv1d", &device, rule, scale,
+                    "conv1d",
+                    &device,
+                    rule,
+                    scale,
                     random([2, 4, 11], &device),
-                    layer.weight.val(), layer.bias.as_ref().unwrap().val(),
-                    layer.feedback.as_ref().map(|f| f.val()), (2 * 3, 6 * 3),
+                    layer.weight.val(),
+                    layer.bias.as_ref().unwrap().val(),
+                    layer.feedback.as_ref().map(|f| f.val()),
+                    (2 * 3, 6 * 3),
                     |x| layer.forward(x),
                     |x, w, b| conv1d(x, w, b, options.clone()),
                 );
@@ -212,10 +265,15 @@ fn conv2d_matches_references() {
                     .init(&device);
                 let options = ConvOptions::new_with_padding([2, 1], [(1, 2), (0, 1)], [1, 2], 2);
                 check_case(
-                    "conv2d", &device, rule, scale,
+                    "conv2d",
+                    &device,
+                    rule,
+                    scale,
                     random([2, 4, 9, 8], &device),
-                    layer.weight.val(), layer.bias.as_ref().unwrap().val(),
-                    layer.feedback.as_ref().map(|f| f.val()), (2 * 6, 6 * 6),
+                    layer.weight.val(),
+                    layer.bias.as_ref().unwrap().val(),
+                    layer.feedback.as_ref().map(|f| f.val()),
+                    (2 * 6, 6 * 6),
                     |x| layer.forward(x),
                     |x, w, b| conv2d(x, w, b, options.clone()),
                 );
@@ -238,10 +296,15 @@ fn conv2d_same_padding_matches_references() {
             // Same padding for 7 inputs, kernel 3, stride 2: 4 outputs, (1, 1) padding.
             let options = ConvOptions::new_with_padding([2, 2], [(1, 1), (1, 1)], [1, 1], 1);
             check_case(
-                "conv2d same", &device, rule, FeedbackScale::MatchNorm,
+                "conv2d same",
+                &device,
+                rule,
+                FeedbackScale::MatchNorm,
                 random([2, 3, 7, 7], &device),
-                layer.weight.val(), layer.bias.as_ref().unwrap().val(),
-                layer.feedback.as_ref().map(|f| f.val()), (27, 45),
+                layer.weight.val(),
+                layer.bias.as_ref().unwrap().val(),
+                layer.feedback.as_ref().map(|f| f.val()),
+                (27, 45),
                 |x| layer.forward(x),
                 |x, w, b| conv2d(x, w, b, options.clone()),
             );
@@ -265,10 +328,15 @@ fn conv_transpose2d_matches_references() {
                     .init(&device);
                 let options = ConvTransposeOptions::new([2, 2], [1, 1], [1, 1], [1, 1], 2);
                 check_case(
-                    "conv_transpose2d", &device, rule, scale,
+                    "conv_transpose2d",
+                    &device,
+                    rule,
+                    scale,
                     random([2, 4, 5, 5], &device),
-                    layer.weight.val(), layer.bias.as_ref().unwrap().val(),
-                    layer.feedback.as_ref().map(|f| f.val()), (3 * 9, 4 * 9),
+                    layer.weight.val(),
+                    layer.bias.as_ref().unwrap().val(),
+                    layer.feedback.as_ref().map(|f| f.val()),
+                    (3 * 9, 4 * 9),
                     |x| layer.forward(x),
                     |x, w, b| conv_transpose2d(x, w, b, options.clone()),
                 );
@@ -290,12 +358,20 @@ fn weight_feedback_op_agrees_with_finite_differences() {
     let r = random::<4>([1, 3, 3, 3], &device);
     let options = ConvOptions::new([1, 1], [0, 0], [1, 1], 1);
     let f = |x: Tensor<4>, w: Tensor<4>| -> f64 {
-        let y = feedback_conv2d(x, w.clone(), Some(b.clone()), w.detach(), options.clone()).unwrap();
+        let y =
+            feedback_conv2d(x, w.clone(), Some(b.clone()), w.detach(), options.clone()).unwrap();
         f64::from((y * r.clone()).sum().into_scalar::<f32>())
     };
     let xg = x.clone().require_grad();
     let wg = w.clone().require_grad();
-    let y = feedback_conv2d(xg.clone(), wg.clone(), Some(b.clone()), w.clone(), options.clone()).unwrap();
+    let y = feedback_conv2d(
+        xg.clone(),
+        wg.clone(),
+        Some(b.clone()),
+        w.clone(),
+        options.clone(),
+    )
+    .unwrap();
     let grads = (y * r.clone()).sum().backward();
     let dx = host(xg.grad(&grads).unwrap());
     let dw = host(wg.grad(&grads).unwrap());
@@ -309,9 +385,14 @@ fn weight_feedback_op_agrees_with_finite_differences() {
         plus[i] += h;
         minus[i] -= h;
         let tp = Tensor::<4>::from_data(burn::tensor::TensorData::new(plus, [1, 2, 5, 5]), &device);
-        let tm = Tensor::<4>::from_data(burn::tensor::TensorData::new(minus, [1, 2, 5, 5]), &device);
+        let tm =
+            Tensor::<4>::from_data(burn::tensor::TensorData::new(minus, [1, 2, 5, 5]), &device);
         let fd = (f(tp, w.clone()) - f(tm, w.clone())) / (2.0 * f64::from(h));
-        assert!((fd - f64::from(dx[i])).abs() < 2e-3, "dx[{i}]: fd {fd} vs {}", dx[i]);
+        assert!(
+            (fd - f64::from(dx[i])).abs() < 2e-3,
+            "dx[{i}]: fd {fd} vs {}",
+            dx[i]
+        );
     }
     for &i in &[0usize, 5, 17, 30, 53] {
         let mut plus = ws.clone();
@@ -319,18 +400,25 @@ fn weight_feedback_op_agrees_with_finite_differences() {
         plus[i] += h;
         minus[i] -= h;
         let tp = Tensor::<4>::from_data(burn::tensor::TensorData::new(plus, [3, 2, 3, 3]), &device);
-        let tm = Tensor::<4>::from_data(burn::tensor::TensorData::new(minus, [3, 2, 3, 3]), &device);
+        let tm =
+            Tensor::<4>::from_data(burn::tensor::TensorData::new(minus, [3, 2, 3, 3]), &device);
         // The weight moves in the forward only; V stays the unperturbed W, as in the op above.
         let fp = {
-            let y = feedback_conv2d(x.clone(), tp, Some(b.clone()), w.clone(), options.clone()).unwrap();
+            let y = feedback_conv2d(x.clone(), tp, Some(b.clone()), w.clone(), options.clone())
+                .unwrap();
             f64::from((y * r.clone()).sum().into_scalar::<f32>())
         };
         let fm = {
-            let y = feedback_conv2d(x.clone(), tm, Some(b.clone()), w.clone(), options.clone()).unwrap();
+            let y = feedback_conv2d(x.clone(), tm, Some(b.clone()), w.clone(), options.clone())
+                .unwrap();
             f64::from((y * r.clone()).sum().into_scalar::<f32>())
         };
         let fd = (fp - fm) / (2.0 * f64::from(h));
-        assert!((fd - f64::from(dw[i])).abs() < 2e-3, "dW[{i}]: fd {fd} vs {}", dw[i]);
+        assert!(
+            (fd - f64::from(dw[i])).abs() < 2e-3,
+            "dW[{i}]: fd {fd} vs {}",
+            dw[i]
+        );
     }
 }
 
@@ -369,12 +457,64 @@ fn activation_matmul_is_untouched() {
         let a = random::<2>([2, 5], &device).require_grad();
         let b = random::<2>([5, 4], &device).require_grad();
         let r = random::<2>([2, 3], &device);
-        let grads = (layer.forward(a.clone().matmul(b.clone())) * r.clone()).sum().backward();
+        let grads = (layer.forward(a.clone().matmul(b.clone())) * r.clone())
+            .sum()
+            .backward();
         // Through the layer: g_h = r·sign(W)ᵀ; through the activation matmul h = a·b, exactly.
         let g_h = r.matmul(layer.weight.val().detach().sign().transpose());
         let b_val = b.clone().detach();
         let a_val = a.clone().detach();
-        assert_close("da", a.grad(&grads).unwrap(), g_h.clone().matmul(b_val.transpose()), TOL);
-        assert_close("db", b.grad(&grads).unwrap(), a_val.transpose().matmul(g_h), TOL);
+        assert_close(
+            "da",
+            a.grad(&grads).unwrap(),
+            g_h.clone().matmul(b_val.transpose()),
+            TOL,
+        );
+        assert_close(
+            "db",
+            b.grad(&grads).unwrap(),
+            a_val.transpose().matmul(g_h),
+            TOL,
+        );
+    }
+}
+
+/// A first layer: the input needs no gradient, the weight and bias do.
+#[test]
+fn weight_gradient_without_input_gradient() {
+    let _serial = serial();
+    for device in devices() {
+        device.seed(41);
+        for rule in [FeedbackRule::USf, FeedbackRule::Fa] {
+            let layer = FeedbackLinearConfig::new(3, 2)
+                .with_feedback(feedback(rule, FeedbackScale::MatchNorm))
+                .init(&device);
+            let conv = FeedbackConv2dConfig::new([2, 3], [3, 3])
+                .with_feedback(feedback(rule, FeedbackScale::MatchNorm))
+                .init(&device);
+            let x = random::<2>([4, 3], &device);
+            let grads = layer.forward(x.clone()).sum().backward();
+            let dw = layer.weight.val().grad(&grads).unwrap();
+            // d/dW sum(x·W + b) = xᵀ·1.
+            let want = x.transpose().matmul(Tensor::ones([4, 2], &device));
+            assert_close("linear dW", dw, want, TOL);
+            let xc = random::<4>([1, 2, 5, 5], &device);
+            let grads = conv.forward(xc.clone()).sum().backward();
+            let w = conv.weight.val().detach().require_grad();
+            let g = conv2d(
+                xc,
+                w.clone(),
+                None,
+                ConvOptions::new([1, 1], [0, 0], [1, 1], 1),
+            )
+            .sum()
+            .backward();
+            assert_close(
+                "conv dW",
+                conv.weight.val().grad(&grads).unwrap(),
+                w.grad(&g).unwrap(),
+                TOL,
+            );
+        }
     }
 }

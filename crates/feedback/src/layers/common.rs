@@ -86,7 +86,11 @@ pub(crate) fn validate_feedback<const D: usize>(
 ) -> Result<(), FeedbackError> {
     settings.validate()?;
     match feedback {
-        Some(f) => check_feedback_shape(layer, weight.lazy_shape().as_slice(), f.lazy_shape().as_slice()),
+        Some(f) => check_feedback_shape(
+            layer,
+            weight.lazy_shape().as_slice(),
+            f.lazy_shape().as_slice(),
+        ),
         None if settings.rule.has_fixed_feedback() => Err(FeedbackError::MissingFeedback {
             layer: layer.to_string(),
             rule: settings.rule.to_string(),
@@ -124,10 +128,12 @@ pub(crate) fn alignment<const D: usize>(
         FeedbackRule::Bp => w.clone(),
         FeedbackRule::USf => w.iter().map(|x| sign(*x)).collect(),
         FeedbackRule::FrSf | FeedbackRule::Fa => {
-            let f = feedback.as_ref().ok_or_else(|| FeedbackError::MissingFeedback {
-                layer: "layer".into(),
-                rule: settings.rule.to_string(),
-            })?;
+            let f = feedback
+                .as_ref()
+                .ok_or_else(|| FeedbackError::MissingFeedback {
+                    layer: "layer".into(),
+                    rule: settings.rule.to_string(),
+                })?;
             let f = host(f.val());
             if settings.rule == FeedbackRule::Fa {
                 f

@@ -1,8 +1,8 @@
 use burn::config::Config;
 use burn::module::{Module, Param};
+use burn::nn::Initializer;
 use burn::nn::PaddingConfig1d;
 use burn::nn::conv::{Conv1d, Conv1dConfig};
-use burn::nn::Initializer;
 use burn::tensor::module::conv1d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Tensor};
@@ -53,7 +53,11 @@ impl FeedbackConv1dConfig {
 
     /// Creates the layer, or says why the settings are invalid.
     pub fn try_init(&self, device: &Device) -> Result<FeedbackConv1d, FeedbackError> {
-        check_groups("FeedbackConv1d", self.groups, [self.channels_in, self.channels_out])?;
+        check_groups(
+            "FeedbackConv1d",
+            self.groups,
+            [self.channels_in, self.channels_out],
+        )?;
         let conv = Conv1dConfig::new(self.channels_in, self.channels_out, self.kernel_size)
             .with_stride(self.stride)
             .with_dilation(self.dilation)

@@ -1,8 +1,8 @@
 use burn::config::Config;
 use burn::module::{Module, Param};
+use burn::nn::Initializer;
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::Initializer;
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Tensor};
@@ -127,7 +127,10 @@ impl FeedbackConv2d {
         let s = self.stride;
         let padding = match self.padding {
             PaddingConfig2d::Valid => [(0, 0), (0, 0)],
-            PaddingConfig2d::Same => [same_padding(k[0], s[0], height), same_padding(k[1], s[1], width)],
+            PaddingConfig2d::Same => [
+                same_padding(k[0], s[0], height),
+                same_padding(k[1], s[1], width),
+            ],
             PaddingConfig2d::Explicit(top, left, bottom, right) => [(top, bottom), (left, right)],
         };
         ConvOptions::new_with_padding(self.stride, padding, self.dilation, self.groups)

@@ -118,7 +118,10 @@ impl FeedbackLinear {
     }
 
     /// [`forward`](Self::forward) after checking the input shape and the feedback tensor.
-    pub fn try_forward<const D: usize>(&self, input: Tensor<D>) -> Result<Tensor<D>, FeedbackError> {
+    pub fn try_forward<const D: usize>(
+        &self,
+        input: Tensor<D>,
+    ) -> Result<Tensor<D>, FeedbackError> {
         self.validate()?;
         check_linear_input(&input.dims(), self.fans().0)?;
         Ok(self.forward(input))

@@ -59,7 +59,11 @@ pub fn assert_close<const D: usize>(what: &str, got: Tensor<D>, want: Tensor<D>,
 pub fn assert_identical<const D: usize>(what: &str, got: Tensor<D>, want: Tensor<D>) {
     let (g, w) = (host(got), host(want));
     assert_eq!(g.len(), w.len(), "{what}: sizes differ");
-    let differing = g.iter().zip(&w).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+    let differing = g
+        .iter()
+        .zip(&w)
+        .filter(|(a, b)| a.to_bits() != b.to_bits())
+        .count();
     assert_eq!(differing, 0, "{what}: {differing} entries differ bitwise");
 }
 
@@ -68,7 +72,11 @@ pub fn frobenius<const D: usize>(t: Tensor<D>) -> f32 {
 }
 
 pub fn digits_path() -> String {
-    concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/sklearn_digits.csv.gz").to_string()
+    concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../data/sklearn_digits.csv.gz"
+    )
+    .to_string()
 }
 
 /// Serialises the tests of one binary: they seed and draw from the shared device RNG, and brSF's
