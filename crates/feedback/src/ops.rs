@@ -145,7 +145,7 @@ pub(crate) fn check_groups(
     groups: usize,
     channels: [usize; 2],
 ) -> Result<(), FeedbackError> {
-    if groups == 0 || channels[0] % groups != 0 || channels[1] % groups != 0 {
+    if groups == 0 || !channels[0].is_multiple_of(groups) || !channels[1].is_multiple_of(groups) {
         return Err(FeedbackError::InvalidConfig(format!(
             "{op}: channels {channels:?} must both be divisible by groups = {groups}"
         )));

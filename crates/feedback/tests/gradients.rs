@@ -6,6 +6,7 @@ mod common;
 
 use burn::nn::PaddingConfig1d;
 use burn::nn::PaddingConfig2d;
+use burn::tensor::activation::relu;
 use burn::tensor::module::{conv_transpose2d, conv1d, conv2d, linear};
 use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
 use burn::tensor::{Device, Distribution, Tensor};
@@ -172,7 +173,7 @@ fn linear_matches_references() {
                     fixed.clone(),
                     (5, 4),
                     |x| layer.forward(x),
-                    |x, w, b| linear(x, w, b),
+                    linear,
                 );
                 check_case(
                     "linear rank 3",
@@ -185,7 +186,7 @@ fn linear_matches_references() {
                     fixed,
                     (5, 4),
                     |x| layer.forward(x),
-                    |x, w, b| linear(x, w, b),
+                    linear,
                 );
             }
         }
@@ -513,6 +514,52 @@ fn weight_gradient_without_input_gradient() {
                 "conv dW",
                 conv.weight.val().grad(&grads).unwrap(),
                 w.grad(&g).unwrap(),
+                TOL,
+            );
+        }
+    }
+}
+
+/// The recorded op works under burn's gradient checkpointing too (its state is retrieved through
+/// the checkpointer), also when a memory-bound op after it is recomputed.
+#[test]
+fn conv2d_under_gradient_checkpointing_matches_straight_through() {
+    let _serial = serial();
+    for device in [
+        Device::flex().autodiff(),
+        Device::flex().autodiff().gradient_checkpointing(),
+    ] {
+        for rule in [FeedbackRule::USf, FeedbackRule::FrSf] {
+            device.seed(51);
+            let layer = FeedbackConv2dConfig::new([2, 3], [3, 3])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .with_feedback(feedback(rule, FeedbackScale::Unit))
+                .init(&device);
+            let options = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
+            let x = random::<4>([2, 2, 6, 6], &device);
+            let r = random::<4>([2, 3, 6, 6], &device);
+            let xa = x.clone().require_grad();
+            let ga = (relu(layer.forward(xa.clone())) * r.clone())
+                .sum()
+                .backward();
+            let w = layer.weight.val().detach();
+            let b = layer.bias.as_ref().unwrap().val().detach();
+            let v = match rule {
+                FeedbackRule::FrSf => {
+                    layer.feedback.as_ref().unwrap().val().detach() * w.clone().sign()
+                }
+                _ => w.clone().sign(),
+            };
+            // Straight-through at the pre-activation, then the same ReLU.
+            let xb = x.clone().require_grad();
+            let through_v = conv2d(xb.clone(), v, None, options.clone());
+            let pre = conv2d(x.clone(), w, Some(b), options.clone()) + through_v.clone()
+                - through_v.detach();
+            let gb = (relu(pre) * r).sum().backward();
+            assert_close(
+                &format!("{rule} on {device:?}"),
+                xa.grad(&ga).unwrap(),
+                xb.grad(&gb).unwrap(),
                 TOL,
             );
         }
