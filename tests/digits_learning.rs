@@ -5,7 +5,7 @@
 
 use burn::tensor::Device;
 use signsym::data::{Split, read_digits_csv, train_test_split};
-use signsym::digits::{DigitsCnn, DigitsMlp, DigitsTrainingConfig, train_digits};
+use signsym::digits::{DigitsClassifier, DigitsCnn, DigitsMlp, DigitsTrainingConfig, train_digits};
 use signsym::feedback::FeedbackRule;
 
 fn split() -> Split {
@@ -28,48 +28,41 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-#[test]
-fn mlp_learns_digits_under_every_rule() {
+/// Trains a fresh model (same initial weights) under every rule and checks its accuracy.
+fn learns_under_every_rule<M: DigitsClassifier>(name: &str, make: impl Fn(&Device) -> M) {
     let _serial = serial();
     let split = split();
     let device = Device::flex().autodiff();
     let config = DigitsTrainingConfig::new().with_epochs(10);
     for rule in FeedbackRule::ALL {
         device.seed(0);
-        let model = DigitsMlp::new(64, &device);
-        let (_, report) =
-            train_digits(model, rule, &split.train, &split.test, &config, &device).unwrap();
+        let (_, report) = train_digits(
+            make(&device),
+            rule,
+            &split.train,
+            &split.test,
+            &config,
+            &device,
+        )
+        .unwrap();
         eprintln!(
-            "mlp {rule}: {:.4} ({:.1} s)",
+            "{name} {rule}: {:.4} ({:.1} s)",
             report.test_accuracy, report.seconds
         );
         assert!(
             report.test_accuracy >= threshold(rule),
-            "mlp {rule}: accuracy {}",
+            "{name} {rule}: accuracy {}",
             report.test_accuracy
         );
     }
 }
 
 #[test]
+fn mlp_learns_digits_under_every_rule() {
+    learns_under_every_rule("mlp", |device| DigitsMlp::new(64, device));
+}
+
+#[test]
 fn cnn_learns_digits_under_every_rule() {
-    let _serial = serial();
-    let split = split();
-    let device = Device::flex().autodiff();
-    let config = DigitsTrainingConfig::new().with_epochs(10);
-    for rule in FeedbackRule::ALL {
-        device.seed(0);
-        let model = DigitsCnn::new(8, &device);
-        let (_, report) =
-            train_digits(model, rule, &split.train, &split.test, &config, &device).unwrap();
-        eprintln!(
-            "cnn {rule}: {:.4} ({:.1} s)",
-            report.test_accuracy, report.seconds
-        );
-        assert!(
-            report.test_accuracy >= threshold(rule),
-            "cnn {rule}: accuracy {}",
-            report.test_accuracy
-        );
-    }
+    learns_under_every_rule("cnn", |device| DigitsCnn::new(8, device));
 }
