@@ -119,6 +119,7 @@ pub(crate) fn aux_for<const D: usize>(
 /// For brSF, whose `M` changes at every backward, one draw from the layer seed stands in for it.
 /// The scale `s > 0` does not change the cosine.
 pub(crate) fn alignment<const D: usize>(
+    layer: &str,
     settings: &FeedbackConfig,
     weight: &Param<Tensor<D>>,
     feedback: &Option<Param<Tensor<D>>>,
@@ -131,7 +132,7 @@ pub(crate) fn alignment<const D: usize>(
             let f = feedback
                 .as_ref()
                 .ok_or_else(|| FeedbackError::MissingFeedback {
-                    layer: "layer".into(),
+                    layer: layer.to_string(),
                     rule: settings.rule.to_string(),
                 })?;
             let f = host(f.val());

@@ -107,7 +107,12 @@ macro_rules! impl_feedback_layer {
             }
 
             fn alignment(&self) -> Result<f64, $crate::FeedbackError> {
-                $crate::layers::common::alignment(&self.settings, &self.weight, &self.feedback)
+                $crate::layers::common::alignment(
+                    $kind,
+                    &self.settings,
+                    &self.weight,
+                    &self.feedback,
+                )
             }
         }
     };
