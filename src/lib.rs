@@ -9,5 +9,7 @@
 
 pub use signsym_data as data;
 pub use signsym_feedback as feedback;
+pub use signsym_losses as losses;
+pub use signsym_metrics as metrics;
 
 pub mod digits;

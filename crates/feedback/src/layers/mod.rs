@@ -46,6 +46,11 @@ pub trait FeedbackLayer {
     /// The weight's shape.
     fn weight_shape(&self) -> Vec<usize>;
 
+    /// The weight as a matrix: its first axis as rows, the other axes flattened into columns
+    /// (`[d_in, d_out]` for linear, `[out, in/groups·k…]` for convolutions). It stays on the
+    /// autodiff graph, so penalties on it (spectral regularization) train the weight.
+    fn weight_matrix(&self) -> burn::tensor::Tensor<2>;
+
     /// Checks that the fixed tensor the rule needs is present and has the weight's shape.
     fn validate(&self) -> Result<(), FeedbackError>;
 
@@ -95,6 +100,13 @@ macro_rules! impl_feedback_layer {
 
             fn weight_shape(&self) -> Vec<usize> {
                 self.weight.lazy_shape().as_slice().to_vec()
+            }
+
+            fn weight_matrix(&self) -> burn::tensor::Tensor<2> {
+                let weight = self.weight.val();
+                let dims = weight.dims();
+                let columns = dims[1..].iter().product::<usize>();
+                weight.reshape([dims[0], columns])
             }
 
             fn validate(&self) -> Result<(), $crate::FeedbackError> {

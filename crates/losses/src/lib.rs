@@ -1,0 +1,30 @@
+#![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
+
+mod cross_entropy;
+mod error;
+mod hyp2;
+mod spectral;
+mod symmetry;
+
+use burn::tensor::Tensor;
+
+pub use cross_entropy::{CrossEntropy, CrossEntropyConfig};
+pub use error::LossError;
+pub use hyp2::{
+    HyP2, HyP2Config, HyP2Settings, PairSelection, code_table_threshold, plotkin_code_size,
+};
+pub use spectral::{SpectralRegularizer, SpectralRegularizerConfig};
+pub use symmetry::{SymmetryRegularizer, SymmetryRegularizerConfig};
+
+/// A task loss: a model's output `[batch, …]` against a target, to a scalar (`[1]`) tensor.
+///
+/// One interface for classification ([`CrossEntropy`], target = class indices) and hashing
+/// ([`HyP2`], target = multi-hot labels), so a training loop is generic over the task.
+pub trait TaskLoss {
+    /// What the output is compared with.
+    type Target;
+
+    /// The mean loss of the batch; a typed error for mismatched shapes or invalid targets.
+    fn loss(&self, output: Tensor<2>, target: Self::Target) -> Result<Tensor<1>, LossError>;
+}
