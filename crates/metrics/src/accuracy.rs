@@ -93,11 +93,10 @@ impl TopKAccuracy {
             .iter()
             .enumerate()
             .map(|(index, &t)| {
-                usize::try_from(t).map_err(|_| MetricsError::ClassOutOfRange {
+                usize::try_from(t).map_err(|_| MetricsError::NegativeClass {
                     what: "targets",
                     index,
-                    class: usize::MAX,
-                    classes,
+                    class: t,
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;

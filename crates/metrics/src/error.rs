@@ -38,6 +38,16 @@ pub enum MetricsError {
         /// The number of classes.
         classes: usize,
     },
+    /// A class index is negative.
+    #[error("{what}: class {class} at index {index} is negative")]
+    NegativeClass {
+        /// Which input.
+        what: &'static str,
+        /// Position of the offending entry.
+        index: usize,
+        /// The class given.
+        class: i64,
+    },
     /// A parameter is outside its valid range.
     #[error("invalid {name} = {value}: {reason}")]
     InvalidParameter {

@@ -34,6 +34,13 @@ impl PackedCodes {
         Self::from_fn(values.len(), bits, |i| values[i] > 0.0)
     }
 
+    /// Packs the rows of a `[items, bits]` tensor by sign (see [`from_real`](Self::from_real)),
+    /// for example a hashing head's output.
+    pub fn from_tensor(codes: burn::tensor::Tensor<2>) -> Result<Self, MetricsError> {
+        let [_, bits] = codes.dims();
+        Self::from_real(&codes.try_to_vec_as::<f32>()?, bits)
+    }
+
     /// Packs boolean codes (row-major, `bits` per item; `true` = +1).
     pub fn from_bools(values: &[bool], bits: usize) -> Result<Self, MetricsError> {
         Self::from_fn(values.len(), bits, |i| values[i])
@@ -148,6 +155,12 @@ impl LabelSets {
             words,
             data,
         })
+    }
+
+    /// From a multi-hot `[items, classes]` tensor.
+    pub fn from_tensor(labels: burn::tensor::Tensor<2>) -> Result<Self, MetricsError> {
+        let [_, classes] = labels.dims();
+        Self::from_multi_hot(&labels.try_to_vec_as::<f32>()?, classes)
     }
 
     /// From one class index per item (single-label data).
@@ -325,22 +338,41 @@ impl Ranker {
         }
     }
 
-    /// Fills `distances` and the histogram `cursor[d + 1]`.
+    /// Fills `distances` and the histogram `cursor[d + 1]`, with the CPU's popcount
+    /// instruction where it has one (the default x86-64 target does not assume it).
     fn distances(&mut self, query: &[u64], database: &PackedCodes) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("popcnt") {
+            // SAFETY: the CPU supports `popcnt`, checked just above.
+            unsafe { self.distances_popcnt(query, database) };
+            return;
+        }
+        self.fill_distances(query, database);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "popcnt")]
+    fn distances_popcnt(&mut self, query: &[u64], database: &PackedCodes) {
+        self.fill_distances(query, database);
+    }
+
+    #[inline(always)]
+    fn fill_distances(&mut self, query: &[u64], database: &PackedCodes) {
         self.cursor.fill(0);
         self.distances.clear();
-        self.distances.reserve(database.len());
+        self.distances.resize(database.len(), 0);
         if database.words == 1 {
             let q = query[0];
-            for &code in &database.data {
+            for (slot, &code) in self.distances.iter_mut().zip(&database.data) {
                 let d = (q ^ code).count_ones();
-                self.distances.push(d);
+                *slot = d;
                 self.cursor[d as usize + 1] += 1;
             }
         } else {
-            for code in database.data.chunks_exact(database.words) {
+            let codes = database.data.chunks_exact(database.words);
+            for (slot, code) in self.distances.iter_mut().zip(codes) {
                 let d = hamming_distance(query, code);
-                self.distances.push(d);
+                *slot = d;
                 self.cursor[d as usize + 1] += 1;
             }
         }

@@ -205,3 +205,21 @@ fn precision_recall_by_radius_hand_case() {
     assert_eq!(pr.precision, vec![1.0, 2.0 / 3.0, 0.75]);
     assert_eq!(pr.recall, vec![1.0 / 3.0, 2.0 / 3.0, 1.0]);
 }
+
+#[test]
+fn tensors_pack_like_host_values() {
+    use burn::tensor::{Device, Tensor, TensorData};
+    let device = Device::flex();
+    let values = vec![0.3f32, -0.2, 0.0, 1.0, -1.0, 0.7];
+    let codes = Tensor::<2>::from_data(TensorData::new(values.clone(), [2, 3]), &device);
+    let packed = PackedCodes::from_tensor(codes).unwrap();
+    assert_eq!(packed, PackedCodes::from_real(&values, 3).unwrap());
+    assert_eq!(packed.signs(0), vec![1.0, -1.0, -1.0]);
+    let labels = Tensor::<2>::from_data(
+        TensorData::new(vec![1.0f32, 0.0, 0.0, 1.0], [2, 2]),
+        &device,
+    );
+    let sets = LabelSets::from_tensor(labels).unwrap();
+    assert!(!sets.shares_label(0, &sets, 1));
+    assert!(sets.shares_label(1, &sets, 1));
+}
