@@ -220,7 +220,12 @@ impl HyP2 {
         let p = normalize_rows(self.proxies.val());
         let cos = h.clone().matmul(p.transpose());
 
-        let positives = host.iter().filter(|v| **v == 1.0).count();
+        // Labels per sample: their sum is the positive count, and they pick the pairwise rows.
+        let counts: Vec<usize> = host
+            .chunks_exact(classes)
+            .map(|row| row.iter().filter(|v| **v == 1.0).count())
+            .collect();
+        let positives: usize = counts.iter().sum();
         let negatives = host.len() - positives;
         let mut loss = Tensor::<1>::zeros([1], &device);
         if positives > 0 {
@@ -233,10 +238,6 @@ impl HyP2 {
         }
 
         if self.settings.beta > 0.0 {
-            let counts: Vec<usize> = host
-                .chunks_exact(classes)
-                .map(|row| row.iter().filter(|v| **v == 1.0).count())
-                .collect();
             let min_labels = match self.settings.pairs {
                 PairSelection::MultiLabelOnly => 2,
                 PairSelection::AllLabelled => 1,

@@ -274,28 +274,41 @@ pub struct RetrievalReport {
     pub precision_at_k: f64,
 }
 
-struct Validated {
-    k: usize,
+/// The checks every ranking needs: matching code widths and a database that `u32` indexes.
+fn check_codes(
+    query_codes: &PackedCodes,
+    database_codes: &PackedCodes,
+) -> Result<(), MetricsError> {
+    check_len(
+        "database code bits",
+        query_codes.bits(),
+        database_codes.bits(),
+    )?;
+    if database_codes.len() > u32::MAX as usize {
+        return Err(invalid(
+            "database size",
+            database_codes.len(),
+            "must fit in u32",
+        ));
+    }
+    Ok(())
 }
 
+/// Checks a query set against a database and returns the effective depth k.
 fn validate(
     query_codes: &PackedCodes,
     query_labels: &LabelSets,
     database_codes: &PackedCodes,
     database_labels: &LabelSets,
     top_k: Option<usize>,
-) -> Result<Validated, MetricsError> {
+) -> Result<usize, MetricsError> {
     if query_codes.is_empty() {
         return Err(MetricsError::Empty("query set"));
     }
     if database_codes.is_empty() {
         return Err(MetricsError::Empty("database"));
     }
-    check_len(
-        "database code bits",
-        query_codes.bits(),
-        database_codes.bits(),
-    )?;
+    check_codes(query_codes, database_codes)?;
     check_len("query labels", query_codes.len(), query_labels.len())?;
     check_len(
         "database labels",
@@ -307,19 +320,11 @@ fn validate(
         query_labels.classes(),
         database_labels.classes(),
     )?;
-    if database_codes.len() > u32::MAX as usize {
-        return Err(invalid(
-            "database size",
-            database_codes.len(),
-            "must fit in u32",
-        ));
+    match top_k {
+        Some(0) => Err(invalid("top_k", 0, "must be at least 1")),
+        Some(k) => Ok(k.min(database_codes.len())),
+        None => Ok(database_codes.len()),
     }
-    let k = match top_k {
-        Some(0) => return Err(invalid("top_k", 0, "must be at least 1")),
-        Some(k) => k.min(database_codes.len()),
-        None => database_codes.len(),
-    };
-    Ok(Validated { k })
 }
 
 /// Reusable per-thread buffers for ranking one query.
@@ -405,11 +410,7 @@ pub fn rank(
     database_codes: &PackedCodes,
     k: usize,
 ) -> Result<Vec<usize>, MetricsError> {
-    check_len(
-        "database code bits",
-        query_codes.bits(),
-        database_codes.bits(),
-    )?;
+    check_codes(query_codes, database_codes)?;
     if q >= query_codes.len() {
         return Err(invalid(
             "query index",
@@ -449,7 +450,7 @@ pub fn map_at_k(
     database_labels: &LabelSets,
     config: MapConfig,
 ) -> Result<RetrievalReport, MetricsError> {
-    let Validated { k } = validate(
+    let k = validate(
         query_codes,
         query_labels,
         database_codes,
@@ -535,34 +536,37 @@ pub fn precision_recall_by_radius(
     };
     let (precision_sum, precision_n, recall_sum, recall_n) = (0..query_codes.len())
         .into_par_iter()
-        .fold(zero, |mut acc, q| {
-            let mut all = vec![0usize; bins];
-            let mut relevant = vec![0usize; bins];
-            for j in 0..database_codes.len() {
-                let d = query_codes.hamming(q, database_codes, j) as usize;
-                all[d] += 1;
-                if query_labels.shares_label(q, database_labels, j) {
-                    relevant[d] += 1;
+        .fold(
+            || (zero(), Ranker::new(query_codes.bits())),
+            |(mut acc, mut ranker), q| {
+                // `cursor[d + 1]` is the number of items at distance d.
+                ranker.distances(query_codes.code(q), database_codes);
+                let mut relevant = vec![0usize; bins];
+                for (j, &d) in ranker.distances.iter().enumerate() {
+                    if query_labels.shares_label(q, database_labels, j) {
+                        relevant[d as usize] += 1;
+                    }
                 }
-            }
-            let total_relevant: usize = relevant.iter().sum();
-            let (mut retrieved, mut found) = (0usize, 0usize);
-            for r in 0..bins {
-                retrieved += all[r];
-                found += relevant[r];
-                if retrieved > 0 {
-                    acc.0[r] += found as f64 / retrieved as f64;
-                    acc.1[r] += 1;
+                let total_relevant: usize = relevant.iter().sum();
+                let (mut retrieved, mut found) = (0usize, 0usize);
+                for (r, &relevant_at_r) in relevant.iter().enumerate() {
+                    retrieved += ranker.cursor[r + 1];
+                    found += relevant_at_r;
+                    if retrieved > 0 {
+                        acc.0[r] += found as f64 / retrieved as f64;
+                        acc.1[r] += 1;
+                    }
+                    if total_relevant > 0 {
+                        acc.2[r] += found as f64 / total_relevant as f64;
+                    }
                 }
                 if total_relevant > 0 {
-                    acc.2[r] += found as f64 / total_relevant as f64;
+                    acc.3 += 1;
                 }
-            }
-            if total_relevant > 0 {
-                acc.3 += 1;
-            }
-            acc
-        })
+                (acc, ranker)
+            },
+        )
+        .map(|(acc, _)| acc)
         .reduce(zero, |mut a, b| {
             for r in 0..bins {
                 a.0[r] += b.0[r];
