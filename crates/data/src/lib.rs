@@ -7,10 +7,12 @@
 
 mod digits;
 mod error;
+mod idx;
 mod split;
 
 pub use digits::{DIGITS_CLASSES, DIGITS_SIDE, Digits, read_digits_csv};
 pub use error::DataError;
+pub use idx::read_idx;
 pub use split::{Split, train_test_split};
 
 /// A labelled image data set held in memory: `images[i]` has `height × width × channels` values

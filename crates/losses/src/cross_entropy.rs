@@ -1,6 +1,7 @@
 //! Cross-entropy for classification (burn's, with validated inputs and optional smoothing).
 
 use burn::config::Config;
+use burn::module::Module;
 use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
 use burn::tensor::{Device, Int, Tensor};
 
@@ -32,6 +33,9 @@ impl CrossEntropyConfig {
 
 /// Mean cross-entropy of logits `[batch, classes]` against class indices `[batch]`.
 ///
+/// A [`Module`] without parameters, so a training loop can hold it beside a loss that has some
+/// (HyP²'s proxies).
+///
 /// ```
 /// use burn::tensor::{Device, Int, Tensor};
 /// use signsym_losses::{CrossEntropyConfig, TaskLoss};
@@ -45,7 +49,7 @@ impl CrossEntropyConfig {
 ///                 Tensor::<1, Int>::from_ints([0, 4], &device)).is_err());
 /// # Ok::<(), signsym_losses::LossError>(())
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Module, Debug)]
 pub struct CrossEntropy {
     inner: CrossEntropyLoss,
 }

@@ -1,0 +1,32 @@
+#![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
+
+pub mod alexnet;
+mod backbone;
+mod build;
+mod checkpoint;
+mod error;
+mod head;
+mod network;
+pub mod pretrained;
+pub mod resnet;
+pub mod small_cnn;
+mod train;
+pub mod vgg;
+
+pub use alexnet::{AlexNet, AlexNetConfig};
+pub use backbone::{Backbone, eval_mode, train_mode};
+pub use checkpoint::EpochStats;
+pub use error::ModelError;
+pub use head::{Head, Task};
+pub use network::Network;
+pub use pretrained::{
+    LoadReport, LoadScope, TorchvisionParam, TorchvisionWeights, torchvision_layout,
+};
+pub use resnet::{BasicBlock, Downsample, ResNet, ResNetConfig};
+pub use small_cnn::{SmallCnn, SmallCnnConfig};
+pub use train::{
+    AccuracyEvaluator, BatchSource, Evaluator, FineTuneConfig, FineTuned, Objective, Trainee,
+    accuracy, fine_tune, pretrain,
+};
+pub use vgg::{Vgg16, Vgg16Config};

@@ -1,0 +1,88 @@
+//! A backbone with a task head: the model that is pre-trained, fine-tuned and attacked.
+
+use burn::module::Module;
+use burn::tensor::{Device, Tensor};
+use signsym_feedback::layers::FeedbackLayer;
+use signsym_feedback::{FeedbackError, FeedbackModule, join_path};
+
+use crate::{Backbone, Head, ModelError, Task};
+
+/// A backbone followed by a [`Head`] where torchvision's last layer was.
+///
+/// ```
+/// use burn::tensor::{Device, Tensor};
+/// use signsym_models::{Network, ResNetConfig, Task};
+///
+/// let device = Device::flex();
+/// let backbone = ResNetConfig::resnet18().with_widths([4, 8, 8, 8]).with_cifar_stem(true).init(&device)?;
+/// let net = Network::new(backbone, Task::classification(10), &device)?;
+/// let logits = net.try_forward(Tensor::<4>::zeros([2, 3, 32, 32], &device))?;
+/// assert_eq!(logits.dims(), [2, 10]);
+/// # Ok::<(), signsym_models::ModelError>(())
+/// ```
+#[derive(Module, Debug)]
+pub struct Network<M: Backbone> {
+    /// The feature extractor.
+    pub backbone: M,
+    /// The new last layer.
+    pub head: Head,
+}
+
+impl<M: Backbone> Network<M> {
+    /// Puts a freshly initialised head of the given task on `backbone`.
+    pub fn new(backbone: M, task: Task, device: &Device) -> Result<Self, ModelError> {
+        let head = Head::new(backbone.feature_dim(), task, device)?;
+        Ok(Self { backbone, head })
+    }
+
+    /// Logits (classification) or continuous codes (hashing) of `[batch, channels, h, w]` images.
+    pub fn forward(&self, input: Tensor<4>) -> Tensor<2> {
+        self.head.forward(self.backbone.features(input))
+    }
+
+    /// [`forward`](Self::forward) after checking the input's shape and values.
+    pub fn try_forward(&self, input: Tensor<4>) -> Result<Tensor<2>, ModelError> {
+        self.check_input(&input)?;
+        Ok(self.forward(input))
+    }
+
+    /// Binary codes in `{-1, +1}` for retrieval.
+    pub fn codes(&self, input: Tensor<4>) -> Result<Tensor<2>, ModelError> {
+        self.check_input(&input)?;
+        Ok(self.head.codes(self.backbone.features(input)))
+    }
+
+    /// The head's task.
+    pub fn task(&self) -> Task {
+        self.head.task
+    }
+
+    fn check_input(&self, input: &Tensor<4>) -> Result<(), ModelError> {
+        self.backbone.check_input(input.dims())?;
+        let finite = input.clone().is_finite().all().into_scalar::<bool>();
+        if !finite {
+            return Err(ModelError::NonFiniteInput {
+                model: self.backbone.name(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl<M: Backbone> FeedbackModule for Network<M> {
+    fn visit_feedback(&self, prefix: &str, f: &mut dyn FnMut(&str, &dyn FeedbackLayer)) {
+        self.backbone
+            .visit_feedback(&join_path(prefix, "backbone"), f);
+        self.head.visit_feedback(&join_path(prefix, "head"), f);
+    }
+
+    fn visit_feedback_mut(
+        &mut self,
+        prefix: &str,
+        f: &mut dyn FnMut(&str, &mut dyn FeedbackLayer) -> Result<(), FeedbackError>,
+    ) -> Result<(), FeedbackError> {
+        self.backbone
+            .visit_feedback_mut(&join_path(prefix, "backbone"), f)?;
+        self.head.visit_feedback_mut(&join_path(prefix, "head"), f)
+    }
+}
