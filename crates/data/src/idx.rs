@@ -84,19 +84,20 @@ fn parse<'a>(
     rank: usize,
 ) -> Result<(Vec<usize>, &'a [u8]), DataError> {
     let header = 4 * (1 + rank);
+    let word = |i: usize| u32::from_be_bytes(bytes[4 * i..4 * i + 4].try_into().expect("4 bytes"));
+    // The magic number first: a swapped or foreign file is named as such, not as "short".
+    if bytes.len() >= 4 && word(0) != magic {
+        return Err(malformed(
+            path,
+            "magic number",
+            format!("{:#010x}, expected {magic:#010x}", word(0)),
+        ));
+    }
     if bytes.len() < header {
         return Err(malformed(
             path,
             "header",
             format!("{} bytes, the header needs {header}", bytes.len()),
-        ));
-    }
-    let word = |i: usize| u32::from_be_bytes(bytes[4 * i..4 * i + 4].try_into().expect("4 bytes"));
-    if word(0) != magic {
-        return Err(malformed(
-            path,
-            "magic number",
-            format!("{:#010x}, expected {magic:#010x}", word(0)),
         ));
     }
     let dims: Vec<usize> = (1..=rank).map(|i| word(i) as usize).collect();

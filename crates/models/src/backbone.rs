@@ -1,6 +1,7 @@
 //! What every backbone offers: features for a head, input checks, and its torchvision key layout.
 
 use burn::module::{Flag, Module, ModuleDisplay, ModuleMapper, Param};
+use burn::nn::BatchNorm;
 use burn::tensor::Tensor;
 use signsym_feedback::FeedbackModule;
 
@@ -29,6 +30,11 @@ pub trait Backbone: Module + ModuleDisplay + FeedbackModule {
 
     /// The torchvision path of the last layer the head replaces (`classifier.6`, `fc`).
     fn torchvision_head(&self) -> &'static str;
+
+    /// Calls `f` on every batch norm of the backbone (none by default).
+    fn visit_batch_norms_mut(&mut self, f: &mut dyn FnMut(&mut BatchNorm)) {
+        let _ = f;
+    }
 
     /// Checks an input shape against the architecture.
     fn check_input(&self, dims: [usize; 4]) -> Result<(), ModelError> {

@@ -27,6 +27,6 @@ pub use resnet::{BasicBlock, Downsample, ResNet, ResNetConfig};
 pub use small_cnn::{SmallCnn, SmallCnnConfig};
 pub use train::{
     AccuracyEvaluator, BatchSource, Evaluator, FineTuneConfig, FineTuned, Objective, Trainee,
-    accuracy, fine_tune, pretrain,
+    accuracy, fine_tune, pretrain, recalibrate_batch_norm,
 };
 pub use vgg::{Vgg16, Vgg16Config};

@@ -52,6 +52,21 @@ impl<M: Backbone> Network<M> {
         Ok(self.head.codes(self.backbone.features(input)))
     }
 
+    /// A copy that shares no state with `self`.
+    ///
+    /// burn's `Clone` shares batch-norm running statistics between clones (they sit behind an
+    /// `Arc`), so training a clone moves the original's statistics too. Use this to fine-tune
+    /// several copies of one pre-trained network. On an autodiff device the copy is in training
+    /// mode with the same gradient settings; on a plain device it is an inference copy.
+    pub fn duplicate(&self) -> Self {
+        let autodiff = self.devices().first().is_some_and(|d| d.is_autodiff());
+        if autodiff {
+            self.valid().train()
+        } else {
+            self.valid()
+        }
+    }
+
     /// The head's task.
     pub fn task(&self) -> Task {
         self.head.task

@@ -271,4 +271,21 @@ impl Backbone for ResNet {
     fn torchvision_head(&self) -> &'static str {
         "fc"
     }
+
+    fn visit_batch_norms_mut(&mut self, f: &mut dyn FnMut(&mut BatchNorm)) {
+        f(&mut self.bn1);
+        for block in self
+            .layer1
+            .iter_mut()
+            .chain(&mut self.layer2)
+            .chain(&mut self.layer3)
+            .chain(&mut self.layer4)
+        {
+            f(&mut block.bn1);
+            f(&mut block.bn2);
+            if let Some(down) = &mut block.downsample {
+                f(&mut down.bn);
+            }
+        }
+    }
 }

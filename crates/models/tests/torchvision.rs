@@ -313,3 +313,46 @@ fn corrupt_truncated_and_missing_files_are_typed_errors() {
     );
 }
 
+/// The wgpu device, when the `wgpu` feature is on and an adapter starts (required in CI).
+#[cfg(feature = "wgpu")]
+fn wgpu_device() -> Option<Device> {
+    let probe = std::panic::catch_unwind(|| {
+        let device = Device::wgpu(burn::tensor::DeviceKind::DefaultDevice);
+        Tensor::<1>::from_floats([1.0, 2.0], &device)
+            .sum()
+            .into_scalar::<f32>();
+        device
+    });
+    match probe {
+        Ok(device) => Some(device),
+        Err(_) if std::env::var_os("SIGNSYM_REQUIRE_WGPU").is_some() => {
+            panic!("SIGNSYM_REQUIRE_WGPU is set but no wgpu adapter could be started")
+        }
+        Err(_) => {
+            eprintln!("note: no wgpu adapter here; skipping the wgpu cross-check");
+            None
+        }
+    }
+}
+
+#[cfg(feature = "wgpu")]
+#[test]
+fn resnet18_matches_pytorch_on_wgpu() {
+    let Some(device) = wgpu_device() else { return };
+    let io = io("resnet18");
+    let mut net = narrow_resnet(false, &device);
+    TorchvisionWeights::new(fixture("resnet18_narrow.safetensors"))
+        .load_into(&mut net, LoadScope::Full)
+        .unwrap();
+    let err = max_abs_diff(
+        net.forward(tensor(&io["input"], &device)),
+        &io["output_eval"],
+    );
+    println!("resnet18 on wgpu: eval max |ours - torch| = {err:.3e}");
+    assert!(err < 1e-4, "{err}");
+    let ad = device.autodiff();
+    let train = net.to_device(&ad).forward(tensor(&io["input"], &ad));
+    let err = max_abs_diff(train, &io["output_train"]);
+    println!("resnet18 on wgpu: train-mode max |ours - torch| = {err:.3e}");
+    assert!(err < 1e-4, "{err}");
+}

@@ -325,3 +325,47 @@ fn output_shapes_at_32_and_224_pixels() {
         Err(ModelError::NonFiniteInput { .. })
     ));
 }
+
+#[test]
+fn duplicates_share_no_batch_norm_statistics_while_clones_do() {
+    let device = Device::flex().autodiff();
+    let backbone = ResNetConfig::resnet18()
+        .with_widths([4, 4, 4, 4])
+        .with_cifar_stem(true)
+        .init(&device)
+        .unwrap();
+    let net = Network::new(backbone, Task::classification(3), &device).unwrap();
+    let mean = |n: &Network<signsym_models::ResNet>| {
+        n.valid()
+            .backbone
+            .bn1
+            .running_mean
+            .value()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap()
+    };
+    let start = mean(&net);
+    let x = Tensor::<4>::ones([2, 3, 8, 8], &device);
+
+    let copy = net.duplicate();
+    let _ = copy.forward(x.clone());
+    assert_ne!(
+        mean(&copy),
+        start,
+        "a training-mode forward moves the statistics"
+    );
+    assert_eq!(
+        mean(&net),
+        start,
+        "the duplicate's update leaked into the original"
+    );
+
+    let clone = net.clone();
+    let _ = clone.forward(x);
+    assert_ne!(
+        mean(&net),
+        start,
+        "burn's clone shares the statistics (if this fails, burn changed and duplicate() can go)"
+    );
+}
