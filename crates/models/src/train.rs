@@ -99,7 +99,7 @@ impl FineTuneConfig {
                 return Err(invalid(name, value, "must lie in [0, 1)"));
             }
         }
-        if !(self.epsilon > 0.0) {
+        if !(self.epsilon.is_finite() && self.epsilon > 0.0) {
             return Err(invalid("epsilon", self.epsilon, "must be positive"));
         }
         if self.batch_size == 0 {
