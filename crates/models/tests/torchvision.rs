@@ -211,48 +211,38 @@ fn mismatched_files_are_refused_with_the_offending_keys() {
     let device = Device::flex();
     let file = TorchvisionWeights::new(fixture("resnet18_narrow.pth"));
 
-    // One more block in layer4: its keys are missing from the file.
-    let backbone = ResNetConfig::resnet18()
-        .with_widths([4, 8, 8, 12])
-        .with_blocks([2, 2, 2, 3])
-        .init(&device)
-        .unwrap();
-    let mut net = Network::new(backbone, Task::classification(10), &device).unwrap();
-    match file.load_into(&mut net, LoadScope::Backbone).unwrap_err() {
-        ModelError::KeyMismatch {
-            missing,
-            unexpected,
-            ..
-        } => {
-            assert!(unexpected.is_empty());
-            assert_eq!(missing.len(), 10, "{missing:?}");
-            assert!(missing.iter().all(|k| k.starts_with("layer4.2.")));
+    // The keys a `Backbone` load refuses for a ResNet with other block counts.
+    let refused = |blocks: [usize; 4]| {
+        let backbone = ResNetConfig::resnet18()
+            .with_widths([4, 8, 8, 12])
+            .with_blocks(blocks)
+            .init(&device)
+            .unwrap();
+        let mut net = Network::new(backbone, Task::classification(10), &device).unwrap();
+        match file.load_into(&mut net, LoadScope::Backbone).unwrap_err() {
+            ModelError::KeyMismatch {
+                missing,
+                unexpected,
+                ..
+            } => (missing, unexpected, net),
+            other => panic!("{other}"),
         }
-        other => panic!("{other}"),
-    }
+    };
+
+    // One more block in layer4: its 10 keys (2 convs, 2 batch norms) are missing from the file.
+    let (missing, unexpected, mut net) = refused([2, 2, 2, 3]);
+    assert!(unexpected.is_empty());
+    assert_eq!(missing.len(), 10, "{missing:?}");
+    assert!(missing.iter().all(|k| k.starts_with("layer4.2.")));
     // Under `Matching` the same load succeeds and reports them.
     let report = file.load_into(&mut net, LoadScope::Matching).unwrap();
-    assert_eq!(report.missing.len(), 10);
+    assert_eq!(report.missing, missing);
 
     // One block fewer: the file's layer4.1 keys are unexpected.
-    let backbone = ResNetConfig::resnet18()
-        .with_widths([4, 8, 8, 12])
-        .with_blocks([2, 2, 2, 1])
-        .init(&device)
-        .unwrap();
-    let mut net = Network::new(backbone, Task::classification(10), &device).unwrap();
-    match file.load_into(&mut net, LoadScope::Backbone).unwrap_err() {
-        ModelError::KeyMismatch {
-            missing,
-            unexpected,
-            ..
-        } => {
-            assert!(missing.is_empty());
-            assert_eq!(unexpected.len(), 10, "{unexpected:?}");
-            assert!(unexpected.iter().all(|k| k.starts_with("layer4.1.")));
-        }
-        other => panic!("{other}"),
-    }
+    let (missing, unexpected, _) = refused([2, 2, 2, 1]);
+    assert!(missing.is_empty());
+    assert_eq!(unexpected.len(), 10, "{unexpected:?}");
+    assert!(unexpected.iter().all(|k| k.starts_with("layer4.1.")));
 
     // Other widths: shape mismatches name the keys.
     let mut wide = narrow_resnet_widths([4, 8, 8, 16], &device);
