@@ -369,3 +369,62 @@ fn duplicates_share_no_batch_norm_statistics_while_clones_do() {
         "burn's clone shares the statistics (if this fails, burn changed and duplicate() can go)"
     );
 }
+
+/// Images with one-hot float labels, the targets HyP² takes.
+struct OneHot<'a>(&'a ImageDataset);
+
+impl BatchSource for OneHot<'_> {
+    type Target = Tensor<2>;
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn batch(
+        &self,
+        indices: &[usize],
+        device: &Device,
+    ) -> Result<(Tensor<4>, Tensor<2>), ModelError> {
+        let (images, classes) = self.0.batch(indices, device)?;
+        Ok((images, classes.one_hot(self.0.num_classes).float()))
+    }
+}
+
+#[test]
+fn hashing_fine_tune_trains_the_hyp2_proxies_at_the_head_rate() {
+    let device = Device::flex().autodiff();
+    let data = mnist_test(64);
+    let backbone = SmallCnnConfig::new()
+        .with_channels([4, 8])
+        .with_hidden(16)
+        .init(&device)
+        .unwrap();
+    let net = Network::new(backbone, Task::hashing(16), &device).unwrap();
+    let hyp2 = signsym_losses::HyP2Config::new(10)
+        .with_bits(16)
+        .init(&device)
+        .unwrap();
+    let proxies_before = hyp2.proxies.val().into_data().try_to_vec::<f32>().unwrap();
+    let config = FineTuneConfig::new()
+        .with_backbone_lr(1e-3)
+        .with_head_lr(1e-2)
+        .with_weight_decay(0.0)
+        .with_batch_size(64)
+        .with_epochs(1)
+        .with_progress(false);
+    let tuned = fine_tune(net, hyp2, &OneHot(&data), None, &config, None).unwrap();
+    let after = tuned
+        .objective
+        .proxies
+        .val()
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap();
+    let step = proxies_before
+        .iter()
+        .zip(&after)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!((step - 1e-2).abs() < 1e-4, "largest proxy update {step}");
+    assert!(tuned.history[0].train_loss.is_finite());
+}
