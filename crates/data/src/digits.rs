@@ -1,11 +1,9 @@
 //! scikit-learn's 8×8 handwritten digits (the UCI optical-digits test set, 1,797 images).
 
-use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 
-use flate2::read::GzDecoder;
-
+use crate::open::open_maybe_gz;
 use crate::{DataError, ImageDataset};
 
 /// Side length of a digits image.
@@ -25,17 +23,7 @@ pub type Digits = ImageDataset;
 /// Any malformed line gives [`DataError::Malformed`] naming the line and field.
 pub fn read_digits_csv(path: impl AsRef<Path>) -> Result<Digits, DataError> {
     let path = path.as_ref();
-    let io = |source| DataError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut file = BufReader::new(File::open(path).map_err(io)?);
-    let gz = file.fill_buf().map_err(io)?.starts_with(&[0x1f, 0x8b]);
-    let reader: Box<dyn Read> = if gz {
-        Box::new(GzDecoder::new(file))
-    } else {
-        Box::new(file)
-    };
+    let reader = open_maybe_gz(path)?;
     let malformed = |line: usize, field: Option<usize>, message: String| DataError::Malformed {
         path: path.to_path_buf(),
         position: match field {

@@ -3,15 +3,14 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use flate2::read::GzDecoder;
-
+use crate::open::open_maybe_gz;
 use crate::{DataError, ImageDataset};
 
 const IMAGES_MAGIC: u32 = 0x0000_0803;
 const LABELS_MAGIC: u32 = 0x0000_0801;
 
 /// Reads an IDX image file and its label file into an [`ImageDataset`] (one channel, pixels
-/// scaled to `[0, 1]`). Files ending in `.gz` are decompressed. `num_classes` bounds the labels.
+/// scaled to `[0, 1]`). Gzip-compressed files are decompressed. `num_classes` bounds the labels.
 ///
 /// ```no_run
 /// let train = signsym_data::read_idx("data/mnist-train-images-idx3-ubyte.gz",
@@ -59,21 +58,16 @@ pub fn read_idx(
     })
 }
 
+/// The whole file, decompressed if it is gzip (detected by its magic bytes).
 fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
-    let io = |source| DataError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let raw = std::fs::read(path).map_err(io)?;
-    if path.extension().is_some_and(|e| e == "gz") {
-        let mut out = Vec::new();
-        GzDecoder::new(raw.as_slice())
-            .read_to_end(&mut out)
-            .map_err(io)?;
-        Ok(out)
-    } else {
-        Ok(raw)
-    }
+    let mut out = Vec::new();
+    open_maybe_gz(path)?
+        .read_to_end(&mut out)
+        .map_err(|source| DataError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    Ok(out)
 }
 
 /// Checks the header and the payload length; returns the dimensions and the payload.

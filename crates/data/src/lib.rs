@@ -8,6 +8,7 @@
 mod digits;
 mod error;
 mod idx;
+mod open;
 mod split;
 
 pub use digits::{DIGITS_CLASSES, DIGITS_SIDE, Digits, read_digits_csv};
