@@ -59,12 +59,20 @@ impl<M: Backbone> Network<M> {
     /// several copies of one pre-trained network. On an autodiff device the copy is in training
     /// mode with the same gradient settings; on a plain device it is an inference copy.
     pub fn duplicate(&self) -> Self {
-        let autodiff = self.devices().first().is_some_and(|d| d.is_autodiff());
+        let autodiff = self.device().is_ok_and(|d| d.is_autodiff());
         if autodiff {
             self.valid().train()
         } else {
             self.valid()
         }
+    }
+
+    /// The device the parameters live on.
+    pub fn device(&self) -> Result<Device, ModelError> {
+        self.devices()
+            .into_iter()
+            .next()
+            .ok_or_else(|| ModelError::Data("the network has no parameters".into()))
     }
 
     /// The head's task.

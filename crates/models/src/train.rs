@@ -164,20 +164,16 @@ impl BatchSource for ImageDataset {
                 self.len()
             )));
         }
-        let n = self.image_len();
-        let mut pixels = Vec::with_capacity(indices.len() * n);
-        for &i in indices {
-            pixels.extend_from_slice(self.image(i));
-        }
+        let batch = self.select(indices);
         let images = Tensor::<4>::from_data(
             TensorData::new(
-                pixels,
+                batch.images,
                 [indices.len(), self.height, self.width, self.channels],
             ),
             device,
         )
         .permute([0, 3, 1, 2]);
-        let labels: Vec<i64> = indices.iter().map(|&i| self.labels[i] as i64).collect();
+        let labels: Vec<i64> = batch.labels.iter().map(|&c| c as i64).collect();
         let targets = Tensor::<1, Int>::from_data(TensorData::new(labels, [indices.len()]), device);
         Ok((images, targets))
     }
@@ -230,11 +226,7 @@ pub fn accuracy<M: Backbone>(
         return Err(ModelError::Data("empty evaluation set".into()));
     }
     let model = network.valid();
-    let device = model
-        .devices()
-        .into_iter()
-        .next()
-        .ok_or_else(|| ModelError::Data("the network has no parameters".into()))?;
+    let device = model.device()?;
     let indices: Vec<usize> = (0..data.len()).collect();
     let mut correct = 0usize;
     for chunk in indices.chunks(batch_size.max(1)) {
@@ -299,11 +291,7 @@ where
     if train.is_empty() {
         return Err(ModelError::Data("empty training set".into()));
     }
-    let device = network
-        .devices()
-        .into_iter()
-        .next()
-        .ok_or_else(|| ModelError::Data("the network has no parameters".into()))?;
+    let device = network.device()?;
     if !device.is_autodiff() {
         return Err(ModelError::Data(
             "training needs the network on an autodiff device (`device.autodiff()`)".into(),
@@ -357,9 +345,7 @@ where
         let order = epoch_order(train.len(), config.seed, epoch);
         let bar = progress_bar(config, epoch, steps_per_epoch, state.step);
         let started = Instant::now();
-        for step in state.step..steps_per_epoch {
-            let chunk =
-                &order[step * config.batch_size..((step + 1) * config.batch_size).min(order.len())];
+        for (step, chunk) in order.chunks(config.batch_size).enumerate().skip(state.step) {
             // Dropout masks and brSF draws come from the device RNG: reseeding it per step
             // makes a resumed run draw what the uninterrupted run drew.
             device.seed(step_seed(config.seed, epoch, step));
