@@ -3,11 +3,13 @@
 //! evaluation of the robustness they seem to give.
 //!
 //! The member crates are re-exported: [`feedback`] (the rules, as layers and tensor ops),
-//! [`models`] (backbones, heads, torchvision weights, fine-tuning), [`losses`], [`metrics`] and
+//! [`models`] (backbones, heads, torchvision weights, fine-tuning), [`attacks`] (white-box and
+//! decision-based attacks with a choice of gradient source), [`losses`], [`metrics`] and
 //! [`data`] (dataset readers). [`digits`] is the quick-start study the README runs.
 
 #![warn(missing_docs)]
 
+pub use signsym_attacks as attacks;
 pub use signsym_data as data;
 pub use signsym_feedback as feedback;
 pub use signsym_losses as losses;

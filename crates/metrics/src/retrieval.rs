@@ -203,6 +203,32 @@ impl LabelSets {
         self.classes
     }
 
+    /// The label sets of items `range` (a batch of queries, for example).
+    ///
+    /// ```
+    /// use signsym_metrics::LabelSets;
+    /// let labels = LabelSets::from_classes(&[0, 1, 2, 1], 3)?;
+    /// let middle = labels.slice(1..3)?;
+    /// assert_eq!(middle.len(), 2);
+    /// assert!(middle.shares_label(0, &labels, 3));
+    /// assert!(labels.slice(3..5).is_err());
+    /// # Ok::<(), signsym_metrics::MetricsError>(())
+    /// ```
+    pub fn slice(&self, range: std::ops::Range<usize>) -> Result<Self, MetricsError> {
+        if range.start > range.end || range.end > self.len() {
+            return Err(invalid(
+                "label range",
+                format!("{range:?}"),
+                "must lie within the items",
+            ));
+        }
+        Ok(Self {
+            classes: self.classes,
+            words: self.words,
+            data: self.data[range.start * self.words..range.end * self.words].to_vec(),
+        })
+    }
+
     fn set(&self, i: usize) -> &[u64] {
         &self.data[i * self.words..(i + 1) * self.words]
     }

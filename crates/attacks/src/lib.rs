@@ -1,0 +1,38 @@
+#![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
+
+mod boundary;
+mod bounds;
+mod decision;
+mod diagnostics;
+mod error;
+mod evaluate;
+mod hag;
+mod hop_skip_jump;
+mod model;
+mod pgd;
+mod report;
+mod retrieval;
+mod sdha;
+mod source;
+
+pub use boundary::{BoundaryAttack, BoundaryAttackConfig};
+pub use bounds::{InputBox, Norm};
+pub use decision::{MinimizationAttack, MinimizationOutput};
+pub use diagnostics::gradient_alignment;
+pub use error::AttackError;
+pub use evaluate::{min_norm_per_sample, robust_accuracy, robust_map, robust_per_sample};
+pub use hag::{Hag, HagConfig};
+pub use hop_skip_jump::{HopSkipJump, HopSkipJumpConfig};
+pub use model::{AttackModel, FnModel, predict};
+pub use pgd::{AttackOutput, BoundedAttack, Fgsm, Pgd, PgdConfig, StepSize, cross_entropy_sum};
+pub use report::{
+    CurveWarning, EntryReport, ObfuscationFlag, RobustnessReport, RobustnessSuite, curve_warnings,
+    obfuscation_flags,
+};
+pub use retrieval::{
+    AlphaSchedule, HashDatabase, Optimizer, RetrievalAttack, RetrievalAttackOutput,
+};
+pub use sdha::{Sdha, SdhaConfig};
+pub use signsym_feedback::GradientAlignment;
+pub use source::{GradientSource, SourceKind};

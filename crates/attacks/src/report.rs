@@ -1,0 +1,425 @@
+//! A suite of attacks and gradient sources, aggregated per sample to the worst case, with the
+//! obfuscation and broken-attack checks.
+
+use burn::tensor::Tensor;
+use serde::{Deserialize, Serialize};
+use signsym_metrics::RobustnessCurve;
+
+use crate::bounds::{Norm, check_batch};
+use crate::decision::MinimizationAttack;
+use crate::diagnostics::gradient_alignment;
+use crate::error::{AttackError, check_count, check_epsilon, invalid};
+use crate::evaluate::{curve_from, min_norm_per_sample, robust_per_sample};
+use crate::model::AttackModel;
+use crate::pgd::BoundedAttack;
+use crate::source::{GradientSource, SourceKind};
+
+enum Entry<'a> {
+    Bounded {
+        attack: &'a dyn BoundedAttack,
+        source: GradientSource<'a>,
+    },
+    Decision(&'a dyn MinimizationAttack),
+}
+
+/// A set of attacks (each with its gradient source) evaluated on the same samples and budgets.
+///
+/// A sample counts as broken at ε if *any* entry succeeds on it within ε (AutoAttack's
+/// worst-case aggregation); [`RobustnessReport::worst_case`] is the resulting curve.
+///
+/// ```no_run
+/// # use burn::tensor::Tensor;
+/// # use signsym_attacks::*;
+/// # fn demo(model: &dyn AttackModel, images: Tensor<4>, labels: &[usize]) -> Result<(), AttackError> {
+/// let pgd = PgdConfig::paper().init()?;
+/// let hsj = HopSkipJumpConfig::new().with_norm(Norm::Linf).init()?;
+/// let report = RobustnessSuite::new(Norm::Linf, vec![0.0, 0.01, 0.05, 0.1])?
+///     .attack(&pgd, GradientSource::Feedback)
+///     .attack(&pgd, GradientSource::Exact)
+///     .decision_attack(&hsj)
+///     .run(model, &images, labels)?;
+/// for flag in &report.obfuscation {
+///     println!("{flag}");
+/// }
+/// # Ok(()) }
+/// ```
+pub struct RobustnessSuite<'a> {
+    norm: Norm,
+    epsilons: Vec<f64>,
+    entries: Vec<Entry<'a>>,
+    batch_size: usize,
+    obfuscation_margin: f64,
+    curve_tolerance: f64,
+    stall_floor: f64,
+    confidence: f64,
+    gradient_cosine: bool,
+}
+
+/// One entry's result.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EntryReport {
+    /// The attack's name.
+    pub attack: String,
+    /// Where its gradient came from.
+    pub source: SourceKind,
+    /// Robust accuracy per ε.
+    pub curve: RobustnessCurve,
+    /// Smallest adversarial distance per sample (decision-based attacks only).
+    pub distances: Option<Vec<f64>>,
+}
+
+/// Robust accuracy under the model's own backward exceeds that under a reference source.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ObfuscationFlag {
+    /// The budget.
+    pub epsilon: f64,
+    /// The entry following the model's backward.
+    pub feedback_entry: String,
+    /// Its robust accuracy.
+    pub feedback: f64,
+    /// The reference entry (exact or transfer gradient) with the lowest robust accuracy.
+    pub reference_entry: String,
+    /// Its robust accuracy.
+    pub reference: f64,
+}
+
+impl std::fmt::Display for ObfuscationFlag {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "likely gradient obfuscation at ε = {}: {} keeps {:.3} robust accuracy, {} only {:.3}",
+            self.epsilon, self.feedback_entry, self.feedback, self.reference_entry, self.reference
+        )
+    }
+}
+
+/// A curve that does not behave as the curve of a working attack.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum CurveWarning {
+    /// Robust accuracy rises with ε (a larger budget should never help the model).
+    Rises {
+        /// The curve.
+        label: String,
+        /// Smaller budget.
+        from_epsilon: f64,
+        /// Larger budget.
+        to_epsilon: f64,
+        /// Robust accuracy at the smaller budget.
+        from: f64,
+        /// Robust accuracy at the larger budget.
+        to: f64,
+    },
+    /// Robust accuracy has started to fall but stops falling although ε grows (at least
+    /// doubling), well above zero: a sign of a broken or obfuscated attack.
+    Stalls {
+        /// The curve.
+        label: String,
+        /// Smaller budget.
+        from_epsilon: f64,
+        /// Larger budget.
+        to_epsilon: f64,
+        /// Robust accuracy at both.
+        value: f64,
+    },
+}
+
+impl std::fmt::Display for CurveWarning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Rises {
+                label,
+                from_epsilon,
+                to_epsilon,
+                from,
+                to,
+            } => write!(
+                f,
+                "{label}: robust accuracy rises from {from:.3} (ε = {from_epsilon}) to {to:.3} (ε = {to_epsilon})"
+            ),
+            Self::Stalls {
+                label,
+                from_epsilon,
+                to_epsilon,
+                value,
+            } => write!(
+                f,
+                "{label}: robust accuracy stalls at {value:.3} from ε = {from_epsilon} to ε = {to_epsilon}"
+            ),
+        }
+    }
+}
+
+/// Everything a [`RobustnessSuite`] measured.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RobustnessReport {
+    /// The threat model's norm.
+    pub norm: Norm,
+    /// The budgets.
+    pub epsilons: Vec<f64>,
+    /// Accuracy on the unperturbed samples.
+    pub clean_accuracy: f64,
+    /// One result per entry, in the order added.
+    pub entries: Vec<EntryReport>,
+    /// Per-sample worst case over all entries.
+    pub worst_case: RobustnessCurve,
+    /// Budgets where the model's own backward looks more robust than a reference source.
+    pub obfuscation: Vec<ObfuscationFlag>,
+    /// Curves that rise or stall.
+    pub warnings: Vec<CurveWarning>,
+    /// Per-sample cosine between feedback and exact input gradients of the cross-entropy
+    /// (when requested).
+    pub gradient_cosine: Option<Vec<f64>>,
+}
+
+impl<'a> RobustnessSuite<'a> {
+    /// An empty suite for budgets `epsilons` measured in `norm`.
+    pub fn new(norm: Norm, epsilons: Vec<f64>) -> Result<Self, AttackError> {
+        if epsilons.is_empty() {
+            return Err(invalid("epsilons", "[]", "needs at least one budget"));
+        }
+        epsilons.iter().try_for_each(|&e| check_epsilon(e))?;
+        if epsilons.windows(2).any(|w| w[1] <= w[0]) {
+            return Err(invalid(
+                "epsilons",
+                format!("{epsilons:?}"),
+                "must increase strictly",
+            ));
+        }
+        Ok(Self {
+            norm,
+            epsilons,
+            entries: Vec::new(),
+            batch_size: 64,
+            obfuscation_margin: 0.05,
+            curve_tolerance: 0.02,
+            stall_floor: 0.05,
+            confidence: 0.95,
+            gradient_cosine: false,
+        })
+    }
+
+    /// Adds a gradient attack with its gradient source.
+    pub fn attack(mut self, attack: &'a dyn BoundedAttack, source: GradientSource<'a>) -> Self {
+        self.entries.push(Entry::Bounded { attack, source });
+        self
+    }
+
+    /// Adds a decision-based attack.
+    pub fn decision_attack(mut self, attack: &'a dyn MinimizationAttack) -> Self {
+        self.entries.push(Entry::Decision(attack));
+        self
+    }
+
+    /// Samples per attack call (default 64).
+    pub fn with_batch_size(mut self, batch_size: usize) -> Self {
+        self.batch_size = batch_size;
+        self
+    }
+
+    /// How much higher robust accuracy under the model's own backward may be than under a
+    /// reference source before it is flagged (default 0.05).
+    pub fn with_obfuscation_margin(mut self, margin: f64) -> Self {
+        self.obfuscation_margin = margin;
+        self
+    }
+
+    /// Changes of robust accuracy smaller than this count as flat (default 0.02).
+    pub fn with_curve_tolerance(mut self, tolerance: f64) -> Self {
+        self.curve_tolerance = tolerance;
+        self
+    }
+
+    /// Curves that stall below this robust accuracy are not flagged (default 0.05).
+    pub fn with_stall_floor(mut self, floor: f64) -> Self {
+        self.stall_floor = floor;
+        self
+    }
+
+    /// Also measure the per-sample cosine between feedback and exact input gradients.
+    pub fn with_gradient_cosine(mut self, on: bool) -> Self {
+        self.gradient_cosine = on;
+        self
+    }
+
+    /// Runs every entry on `images` (true classes `labels`).
+    pub fn run(
+        &self,
+        model: &dyn AttackModel,
+        images: &Tensor<4>,
+        labels: &[usize],
+    ) -> Result<RobustnessReport, AttackError> {
+        check_count("batch size", self.batch_size)?;
+        check_batch("labels", images.dims()[0], labels.len())?;
+        for (name, v) in [
+            ("obfuscation margin", self.obfuscation_margin),
+            ("curve tolerance", self.curve_tolerance),
+            ("stall floor", self.stall_floor),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(invalid(name, v, "must be finite and ≥ 0"));
+            }
+        }
+        if self.entries.is_empty() {
+            return Err(invalid("entries", 0, "the suite needs at least one attack"));
+        }
+        let n = labels.len();
+        let mut entries = Vec::new();
+        let mut worst = vec![vec![true; n]; self.epsilons.len()];
+        for entry in &self.entries {
+            let (attack, source, robust, distances) = match entry {
+                Entry::Bounded { attack, source } => {
+                    if attack.norm() != self.norm {
+                        return Err(invalid(
+                            "attack norm",
+                            attack.norm().name(),
+                            "differs from the suite's norm",
+                        ));
+                    }
+                    let robust = robust_per_sample(
+                        model,
+                        *attack,
+                        images,
+                        labels,
+                        &self.epsilons,
+                        source,
+                        self.batch_size,
+                    )?;
+                    (
+                        format!("{}/{}", attack.name(), source.name()),
+                        source.kind(),
+                        robust,
+                        None,
+                    )
+                }
+                Entry::Decision(attack) => {
+                    if attack.norm() != self.norm {
+                        return Err(invalid(
+                            "attack norm",
+                            attack.norm().name(),
+                            "differs from the suite's norm",
+                        ));
+                    }
+                    let (robust, distances) = min_norm_per_sample(
+                        model,
+                        *attack,
+                        images,
+                        labels,
+                        &self.epsilons,
+                        self.batch_size,
+                    )?;
+                    (attack.name(), SourceKind::Decision, robust, Some(distances))
+                }
+            };
+            for (w, r) in worst.iter_mut().zip(&robust) {
+                for (a, b) in w.iter_mut().zip(r) {
+                    *a &= *b;
+                }
+            }
+            entries.push(EntryReport {
+                curve: curve_from(attack.clone(), &self.epsilons, &robust, self.confidence)?,
+                attack,
+                source,
+                distances,
+            });
+        }
+        let worst_case = curve_from("worst case".into(), &self.epsilons, &worst, self.confidence)?;
+        let clean_accuracy = crate::model::predict(model, images.clone())?
+            .iter()
+            .zip(labels)
+            .filter(|(p, l)| p == l)
+            .count() as f64
+            / n as f64;
+        let obfuscation = obfuscation_flags(&entries, self.obfuscation_margin);
+        let mut warnings = Vec::new();
+        for curve in entries.iter().map(|e| &e.curve).chain([&worst_case]) {
+            warnings.extend(curve_warnings(
+                curve,
+                self.curve_tolerance,
+                self.stall_floor,
+            ));
+        }
+        let gradient_cosine = if self.gradient_cosine {
+            Some(gradient_alignment(model, images, labels)?.per_sample)
+        } else {
+            None
+        };
+        Ok(RobustnessReport {
+            norm: self.norm,
+            epsilons: self.epsilons.clone(),
+            clean_accuracy,
+            entries,
+            worst_case,
+            obfuscation,
+            warnings,
+            gradient_cosine,
+        })
+    }
+}
+
+/// Flags each budget where an entry following the model's backward keeps more than `margin`
+/// robust accuracy above the best reference entry (same attack if there is one, else any).
+pub fn obfuscation_flags(entries: &[EntryReport], margin: f64) -> Vec<ObfuscationFlag> {
+    let base = |label: &str| label.split('/').next().unwrap_or(label).to_string();
+    let mut flags = Vec::new();
+    for feedback in entries.iter().filter(|e| e.source.follows_model_backward()) {
+        let references: Vec<&EntryReport> =
+            entries.iter().filter(|e| e.source.is_reference()).collect();
+        let same: Vec<&EntryReport> = references
+            .iter()
+            .copied()
+            .filter(|e| base(&e.attack) == base(&feedback.attack))
+            .collect();
+        let pool = if same.is_empty() { references } else { same };
+        for (k, point) in feedback.curve.points.iter().enumerate() {
+            let best = pool
+                .iter()
+                .map(|e| (e, e.curve.points[k].value))
+                .min_by(|a, b| a.1.total_cmp(&b.1));
+            if let Some((reference, value)) = best
+                && point.value - value > margin
+            {
+                flags.push(ObfuscationFlag {
+                    epsilon: point.epsilon,
+                    feedback_entry: feedback.attack.clone(),
+                    feedback: point.value,
+                    reference_entry: reference.attack.clone(),
+                    reference: value,
+                });
+            }
+        }
+    }
+    flags
+}
+
+/// Rising and stalling segments of a robust-accuracy curve.
+pub fn curve_warnings(curve: &RobustnessCurve, tolerance: f64, floor: f64) -> Vec<CurveWarning> {
+    let points = &curve.points;
+    let Some(first) = points.first() else {
+        return Vec::new();
+    };
+    let mut warnings = Vec::new();
+    for pair in points.windows(2) {
+        let (a, b) = (&pair[0], &pair[1]);
+        if b.value > a.value + tolerance {
+            warnings.push(CurveWarning::Rises {
+                label: curve.label.clone(),
+                from_epsilon: a.epsilon,
+                to_epsilon: b.epsilon,
+                from: a.value,
+                to: b.value,
+            });
+        } else if a.value < first.value - tolerance
+            && (b.value - a.value).abs() <= tolerance
+            && b.epsilon >= 2.0 * a.epsilon
+            && b.value > floor
+        {
+            warnings.push(CurveWarning::Stalls {
+                label: curve.label.clone(),
+                from_epsilon: a.epsilon,
+                to_epsilon: b.epsilon,
+                value: b.value,
+            });
+        }
+    }
+    warnings
+}
