@@ -9,7 +9,10 @@ use rand::SeedableRng;
 use rand::rngs::ChaCha8Rng;
 
 use crate::bounds::{InputBox, Norm};
-use crate::decision::{MinimizationAttack, MinimizationOutput, Oracle, Search, normal};
+use crate::decision::{
+    Criterion, MinimizationAttack, MinimizationOutput, Oracle, Search, check_decision_settings,
+    normal,
+};
 use crate::error::{AttackError, check_count, check_positive, invalid};
 use crate::model::AttackModel;
 
@@ -55,9 +58,13 @@ impl BoundaryAttackConfig {
     /// Checks the settings and builds the attack.
     pub fn init(&self) -> Result<BoundaryAttack, AttackError> {
         check_count("steps", self.steps)?;
-        check_count("query budget", self.query_budget)?;
-        check_count("max batch", self.max_batch)?;
         check_count("update stats every", self.update_stats_every)?;
+        check_decision_settings(
+            self.query_budget,
+            self.init_trials,
+            self.max_batch,
+            &self.input_box,
+        )?;
         check_positive("spherical step", self.spherical_step)?;
         check_positive("source step", self.source_step)?;
         check_positive("source step convergence", self.source_step_convergence)?;
@@ -68,7 +75,6 @@ impl BoundaryAttackConfig {
                 "must be > 1",
             ));
         }
-        InputBox::new(self.input_box.lower, self.input_box.upper)?;
         Ok(BoundaryAttack {
             config: self.clone(),
         })
@@ -130,15 +136,15 @@ impl MinimizationAttack for BoundaryAttack {
         Norm::L2
     }
 
-    fn run(
+    fn run_with(
         &self,
         model: &dyn AttackModel,
         images: &Tensor<4>,
-        labels: &[usize],
+        criterion: Criterion<'_>,
     ) -> Result<MinimizationOutput, AttackError> {
         let c = &self.config;
         let mut rng = ChaCha8Rng::seed_from_u64(c.seed);
-        let mut oracle = Oracle::new(model, images, labels, c.query_budget, c.max_batch)?;
+        let mut oracle = Oracle::new(model, images, criterion, c.query_budget, c.max_batch)?;
         let mut search = Search::start(&mut oracle, images, &c.input_box, c.init_trials, &mut rng)?;
         let batch = search.batch();
         let dim = oracle.dim;

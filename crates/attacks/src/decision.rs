@@ -51,19 +51,84 @@ pub trait MinimizationAttack {
     /// The norm it minimises.
     fn norm(&self) -> Norm;
 
-    /// Attacks `images` with true classes `labels`, using only the model's decisions.
+    /// Attacks `images` with true classes `labels` (untargeted), using only the model's
+    /// decisions.
     fn run(
         &self,
         model: &dyn AttackModel,
         images: &Tensor<4>,
         labels: &[usize],
+    ) -> Result<MinimizationOutput, AttackError> {
+        self.run_with(model, images, Criterion::Untargeted(labels))
+    }
+
+    /// Looks for the smallest perturbation that makes the model predict `targets[i]`.
+    fn run_targeted(
+        &self,
+        model: &dyn AttackModel,
+        images: &Tensor<4>,
+        targets: &[usize],
+    ) -> Result<MinimizationOutput, AttackError> {
+        self.run_with(model, images, Criterion::Targeted(targets))
+    }
+
+    /// Attacks `images` under an explicit success criterion.
+    fn run_with(
+        &self,
+        model: &dyn AttackModel,
+        images: &Tensor<4>,
+        criterion: Criterion<'_>,
     ) -> Result<MinimizationOutput, AttackError>;
+}
+
+/// When a decision-based attack's point counts as adversarial.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Criterion<'a> {
+    /// The model predicts anything but the sample's true class.
+    Untargeted(&'a [usize]),
+    /// The model predicts the sample's target class.
+    Targeted(&'a [usize]),
+}
+
+impl Criterion<'_> {
+    fn classes(&self) -> &[usize] {
+        match self {
+            Self::Untargeted(c) | Self::Targeted(c) => c,
+        }
+    }
+
+    /// Whether prediction `predicted` for sample `i` meets the criterion.
+    pub fn is_adversarial(&self, i: usize, predicted: usize) -> bool {
+        match self {
+            Self::Untargeted(labels) => predicted != labels[i],
+            Self::Targeted(targets) => predicted == targets[i],
+        }
+    }
+}
+
+/// The checks both decision-based attacks' settings share.
+pub(crate) fn check_decision_settings(
+    query_budget: usize,
+    init_trials: usize,
+    max_batch: usize,
+    input_box: &InputBox,
+) -> Result<(), AttackError> {
+    crate::error::check_count("query budget", query_budget)?;
+    crate::error::check_count("max batch", max_batch)?;
+    if init_trials > query_budget {
+        return Err(crate::error::invalid(
+            "init trials",
+            init_trials,
+            "must not exceed the query budget",
+        ));
+    }
+    InputBox::new(input_box.lower, input_box.upper).map(|_| ())
 }
 
 /// Answers "is this point adversarial for sample i?" in batches, counting queries per sample.
 pub(crate) struct Oracle<'a> {
     model: &'a dyn AttackModel,
-    labels: &'a [usize],
+    criterion: Criterion<'a>,
     shape: [usize; 3],
     pub dim: usize,
     device: Device,
@@ -76,15 +141,15 @@ impl<'a> Oracle<'a> {
     pub(crate) fn new(
         model: &'a dyn AttackModel,
         images: &Tensor<4>,
-        labels: &'a [usize],
+        criterion: Criterion<'a>,
         budget: usize,
         max_batch: usize,
     ) -> Result<Self, AttackError> {
         let [batch, c, h, w] = images.dims();
-        check_labels(labels, batch, model.outputs())?;
+        check_labels(criterion.classes(), batch, model.outputs())?;
         Ok(Self {
             model,
-            labels,
+            criterion,
             shape: [c, h, w],
             dim: c * h * w,
             device: images.device(),
@@ -99,12 +164,12 @@ impl<'a> Oracle<'a> {
         self.budget.saturating_sub(self.queries[i])
     }
 
-    /// Whether each point (row of `points`, owned by sample `owners[k]`) is misclassified.
-    pub(crate) fn adversarial(
+    /// The model's class for each point (row of `points`, owned by sample `owners[k]`).
+    pub(crate) fn classify(
         &mut self,
         owners: &[usize],
         points: &[f32],
-    ) -> Result<Vec<bool>, AttackError> {
+    ) -> Result<Vec<usize>, AttackError> {
         debug_assert_eq!(owners.len() * self.dim, points.len());
         let mut out = Vec::with_capacity(owners.len());
         let [c, h, w] = self.shape;
@@ -113,13 +178,26 @@ impl<'a> Oracle<'a> {
             .zip(points.chunks(self.max_batch * self.dim))
         {
             let batch = tensor(rows.to_vec(), [chunk.len(), c, h, w], &self.device);
-            let predicted = predict(self.model, batch)?;
-            for (&i, p) in chunk.iter().zip(predicted) {
+            for &i in chunk {
                 self.queries[i] += 1;
-                out.push(p != self.labels[i]);
             }
+            out.extend(predict(self.model, batch)?);
         }
         Ok(out)
+    }
+
+    /// Whether each point (row of `points`, owned by sample `owners[k]`) is adversarial.
+    pub(crate) fn adversarial(
+        &mut self,
+        owners: &[usize],
+        points: &[f32],
+    ) -> Result<Vec<bool>, AttackError> {
+        let classes = self.classify(owners, points)?;
+        Ok(owners
+            .iter()
+            .zip(classes)
+            .map(|(&i, p)| self.criterion.is_adversarial(i, p))
+            .collect())
     }
 
     pub(crate) fn to_tensor(&self, values: Vec<f32>, batch: usize) -> Tensor<4> {
@@ -155,7 +233,7 @@ pub(crate) struct Search {
     /// Current adversarial points (valid where `found`).
     pub adv: Vec<f32>,
     pub found: Vec<bool>,
-    /// Inputs misclassified before any perturbation.
+    /// Inputs adversarial before any perturbation (misclassified, or already in the target).
     pub misclassified: Vec<bool>,
     pub dim: usize,
 }
@@ -177,9 +255,9 @@ impl Search {
         self.adv[i * self.dim..(i + 1) * self.dim].copy_from_slice(v);
     }
 
-    /// Finds a first adversarial point per sample: the input itself if misclassified, else
-    /// uniform noise in the box (up to `trials` draws), else the nearest other input of the
-    /// batch the model does not put in this sample's class.
+    /// Finds a first adversarial point per sample: the input itself if already adversarial,
+    /// else uniform noise in the box (up to `trials` draws), else the nearest other input of the
+    /// batch whose class meets the sample's criterion.
     pub(crate) fn start(
         oracle: &mut Oracle<'_>,
         images: &Tensor<4>,
@@ -191,7 +269,12 @@ impl Search {
         let dim = oracle.dim;
         let batch = images.dims()[0];
         let all: Vec<usize> = (0..batch).collect();
-        let misclassified = oracle.adversarial(&all, &x0)?;
+        let predicted = oracle.classify(&all, &x0)?;
+        let misclassified: Vec<bool> = predicted
+            .iter()
+            .enumerate()
+            .map(|(i, &p)| oracle.criterion.is_adversarial(i, p))
+            .collect();
         let mut search = Self {
             adv: x0.clone(),
             x0,
@@ -216,26 +299,20 @@ impl Search {
                 }
             }
         }
-        // Other inputs of the batch: their classes are known from the first query.
-        let open: Vec<usize> = (0..batch)
-            .filter(|&i| !search.found[i] && oracle.remaining(i) > 0)
-            .collect();
-        for i in open {
-            let mut candidates: Vec<(f64, usize)> = (0..batch)
-                .filter(|&j| j != i && oracle.labels[j] != oracle.labels[i])
+        // Other inputs of the batch whose class (known from the first query) meets this
+        // sample's criterion: the nearest one is adversarial without another query.
+        for i in 0..batch {
+            if search.found[i] {
+                continue;
+            }
+            let nearest = (0..batch)
+                .filter(|&j| j != i && oracle.criterion.is_adversarial(i, predicted[j]))
                 .map(|j| (Norm::L2.distance(search.x0(i), search.x0(j)), j))
-                .collect();
-            candidates.sort_by(|a, b| a.0.total_cmp(&b.0));
-            for (_, j) in candidates.into_iter().take(4) {
-                if oracle.remaining(i) == 0 {
-                    break;
-                }
+                .min_by(|a, b| a.0.total_cmp(&b.0));
+            if let Some((_, j)) = nearest {
                 let point = search.x0(j).to_vec();
-                if oracle.adversarial(&[i], &point)?[0] {
-                    search.set_adv(i, &point);
-                    search.found[i] = true;
-                    break;
-                }
+                search.set_adv(i, &point);
+                search.found[i] = true;
             }
         }
         Ok(search)

@@ -6,12 +6,12 @@ use burn::tensor::Tensor;
 use signsym_metrics::LabelSets;
 
 use crate::bounds::InputBox;
-use crate::error::{AttackError, check_count, check_epsilon, check_positive};
+use crate::error::{AttackError, check_count, check_positive};
 use crate::model::AttackModel;
 use crate::pgd::StepSize;
 use crate::retrieval::{
     AlphaSchedule, HashDatabase, Minimise, Optimizer, RetrievalAttack, RetrievalAttackOutput,
-    finish_retrieval, matrix, prepare,
+    attack_codes, matrix,
 };
 use crate::source::GradientSource;
 
@@ -125,24 +125,29 @@ impl RetrievalAttack for Hag {
         source: &GradientSource<'_>,
     ) -> Result<RetrievalAttackOutput, AttackError> {
         let c = &self.config;
-        check_epsilon(epsilon)?;
-        source.validate()?;
-        let original = prepare(model, queries, query_labels, database, &c.input_box)?;
-        let x0 = queries.clone().inner();
-        let b = matrix(original.clone(), queries.dims()[0], model.outputs(), &x0);
         let (threshold, beta) = (c.threshold as f32, c.beta as f32);
-        let loss = |alpha: f32, z: Tensor<2>, _x: Tensor<4>| {
-            hag_loss(z.mul_scalar(alpha).tanh(), b.clone(), threshold, beta)
-        };
-        let x = Minimise {
+        let iteration = Minimise {
             optimizer: c.optimizer,
             steps: c.steps,
             alpha: c.alpha,
             input_box: c.input_box,
             seed: c.seed,
             source,
-        }
-        .run(model, &x0, epsilon, &loss)?;
-        finish_retrieval(model, queries, x, original)
+        };
+        let bits = model.outputs();
+        attack_codes(
+            model,
+            queries,
+            query_labels,
+            database,
+            epsilon,
+            iteration,
+            &|original, x0| {
+                let b = matrix(original.to_vec(), original.len() / bits, bits, x0);
+                Box::new(move |alpha, z, _x| {
+                    hag_loss(z.mul_scalar(alpha).tanh(), b.clone(), threshold, beta)
+                })
+            },
+        )
     }
 }

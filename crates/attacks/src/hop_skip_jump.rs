@@ -7,7 +7,10 @@ use rand::SeedableRng;
 use rand::rngs::ChaCha8Rng;
 
 use crate::bounds::{InputBox, Norm};
-use crate::decision::{MinimizationAttack, MinimizationOutput, Oracle, Search, normal, symmetric};
+use crate::decision::{
+    Criterion, MinimizationAttack, MinimizationOutput, Oracle, Search, check_decision_settings,
+    normal, symmetric,
+};
 use crate::error::{AttackError, check_count, check_positive};
 use crate::model::AttackModel;
 
@@ -52,10 +55,13 @@ impl HopSkipJumpConfig {
         check_count("steps", self.steps)?;
         check_count("initial gradient queries", self.initial_gradient_queries)?;
         check_count("max gradient queries", self.max_gradient_queries)?;
-        check_count("query budget", self.query_budget)?;
-        check_count("max batch", self.max_batch)?;
         check_positive("gamma", self.gamma)?;
-        InputBox::new(self.input_box.lower, self.input_box.upper)?;
+        check_decision_settings(
+            self.query_budget,
+            self.init_trials,
+            self.max_batch,
+            &self.input_box,
+        )?;
         Ok(HopSkipJump {
             config: self.clone(),
         })
@@ -86,15 +92,15 @@ impl MinimizationAttack for HopSkipJump {
         self.config.norm
     }
 
-    fn run(
+    fn run_with(
         &self,
         model: &dyn AttackModel,
         images: &Tensor<4>,
-        labels: &[usize],
+        criterion: Criterion<'_>,
     ) -> Result<MinimizationOutput, AttackError> {
         let c = &self.config;
         let mut rng = ChaCha8Rng::seed_from_u64(c.seed);
-        let mut oracle = Oracle::new(model, images, labels, c.query_budget, c.max_batch)?;
+        let mut oracle = Oracle::new(model, images, criterion, c.query_budget, c.max_batch)?;
         let mut search = Search::start(&mut oracle, images, &c.input_box, c.init_trials, &mut rng)?;
         let batch = search.batch();
         let d = oracle.dim as f64;

@@ -18,14 +18,16 @@ mod source;
 
 pub use boundary::{BoundaryAttack, BoundaryAttackConfig};
 pub use bounds::{InputBox, Norm};
-pub use decision::{MinimizationAttack, MinimizationOutput};
+pub use decision::{Criterion, MinimizationAttack, MinimizationOutput};
 pub use diagnostics::gradient_alignment;
 pub use error::AttackError;
 pub use evaluate::{min_norm_per_sample, robust_accuracy, robust_map, robust_per_sample};
 pub use hag::{Hag, HagConfig};
 pub use hop_skip_jump::{HopSkipJump, HopSkipJumpConfig};
 pub use model::{AttackModel, FnModel, predict};
-pub use pgd::{AttackOutput, BoundedAttack, Fgsm, Pgd, PgdConfig, StepSize, cross_entropy_sum};
+pub use pgd::{
+    AttackOutput, BoundedAttack, Fgsm, PAPER_EPSILONS, Pgd, PgdConfig, StepSize, cross_entropy_sum,
+};
 pub use report::{
     CurveWarning, EntryReport, ObfuscationFlag, RobustnessReport, RobustnessSuite, curve_warnings,
     obfuscation_flags,

@@ -13,6 +13,10 @@ use crate::error::{AttackError, check_count, check_epsilon, check_positive};
 use crate::model::{AttackModel, check_labels, int_tensor, predict, tensor};
 use crate::source::{GradientSource, mix};
 
+/// The L∞ budgets of arXiv 2502.05925's robustness tables (inputs in `[0, 1]`), for PGD, FGSM,
+/// HAG and SDHA alike.
+pub const PAPER_EPSILONS: [f64; 7] = [0.0, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5];
+
 /// The result of an attack at a fixed budget.
 #[derive(Clone, Debug)]
 pub struct AttackOutput {

@@ -291,8 +291,32 @@ impl Minimise<'_> {
     }
 }
 
+/// A retrieval loss: `(α, code scores, input) ↦ scalar`, minimised by [`Minimise`].
+pub(crate) type CodeLoss = Box<dyn Fn(f32, Tensor<2>, Tensor<4>) -> Tensor<1>>;
+
+/// A whole retrieval attack: checks, the iteration on `loss` built from the original codes, the
+/// codes of the result. `build_loss` gets the queries' ±1 codes and the inputs (no autodiff).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn attack_codes(
+    model: &dyn AttackModel,
+    queries: &Tensor<4>,
+    query_labels: &LabelSets,
+    database: &HashDatabase,
+    epsilon: f64,
+    iteration: Minimise<'_>,
+    build_loss: &dyn Fn(&[f32], &Tensor<4>) -> CodeLoss,
+) -> Result<RetrievalAttackOutput, AttackError> {
+    crate::error::check_epsilon(epsilon)?;
+    iteration.source.validate()?;
+    let original = prepare(model, queries, query_labels, database, &iteration.input_box)?;
+    let x0 = queries.clone().inner();
+    let loss = build_loss(&original, &x0);
+    let x = iteration.run(model, &x0, epsilon, &*loss)?;
+    finish_retrieval(model, queries, x, original)
+}
+
 /// Codes, Hamming distances and success of a finished retrieval attack.
-pub(crate) fn finish_retrieval(
+fn finish_retrieval(
     model: &dyn AttackModel,
     queries: &Tensor<4>,
     x: Tensor<4>,
@@ -322,7 +346,7 @@ pub(crate) fn finish_retrieval(
 }
 
 /// Checks a retrieval attack's inputs; returns the queries' ±1 codes.
-pub(crate) fn prepare(
+fn prepare(
     model: &dyn AttackModel,
     queries: &Tensor<4>,
     query_labels: &LabelSets,

@@ -8,12 +8,12 @@ use burn::tensor::activation::sigmoid;
 use signsym_metrics::LabelSets;
 
 use crate::bounds::InputBox;
-use crate::error::{AttackError, check_count, check_epsilon, check_positive, invalid};
+use crate::error::{AttackError, check_count, check_positive, invalid};
 use crate::model::AttackModel;
 use crate::pgd::StepSize;
 use crate::retrieval::{
-    AlphaSchedule, HashDatabase, Minimise, Optimizer, RetrievalAttack, RetrievalAttackOutput,
-    finish_retrieval, matrix, prepare,
+    AlphaSchedule, CodeLoss, HashDatabase, Minimise, Optimizer, RetrievalAttack,
+    RetrievalAttackOutput, attack_codes, matrix,
 };
 use crate::source::GradientSource;
 
@@ -140,54 +140,58 @@ impl RetrievalAttack for Sdha {
         source: &GradientSource<'_>,
     ) -> Result<RetrievalAttackOutput, AttackError> {
         let c = &self.config;
-        check_epsilon(epsilon)?;
-        source.validate()?;
-        let original = prepare(model, queries, query_labels, database, &c.input_box)?;
-        let x0 = queries.clone().inner();
-        let device = x0.device();
         let batch = queries.dims()[0];
+        let (sigma, z, offset) = (c.sigma as f32, c.z as f32, c.distance_offset as f32);
         let bits = database.bits();
         let items = database.len() + 1;
-        let (codes, mask) = references(&original, query_labels, database);
-        let refs = Tensor::<3>::from_data(
-            burn::tensor::TensorData::new(codes, [batch, items, bits]),
-            &device,
-        );
-        let relevant = matrix(mask, batch, items, &x0);
-        let (sigma, z, offset) = (c.sigma as f32, c.z as f32, c.distance_offset as f32);
         let code_weight = (c.lambda / bits as f64) as f32;
-        let loss = |alpha: f32, scores: Tensor<2>, x: Tensor<4>| {
-            let q = scores.mul_scalar(alpha).tanh().reshape([batch, 1, bits]);
-            let qr = q.clone() * refs.clone();
-            let gate = sigmoid(qr.mul_scalar(sigma));
-            let distance = ((q.clone() - refs.clone()).abs() * gate.clone())
-                .sum_dim(2)
-                .mul_scalar(0.5)
-                + gate.neg().add_scalar(1.0).sum_dim(2);
-            let distance = distance.reshape([batch, items]);
-            // Weights from the current binary code: no gradient flows through them.
-            let hamming = (q.detach().sign() * refs.clone())
-                .sum_dim(2)
-                .reshape([batch, items])
-                .neg()
-                .add_scalar(bits as f32)
-                .mul_scalar(0.5);
-            let weights = hamming.add_scalar(offset).powf_scalar(-z) * relevant.clone();
-            // Mean over the relevant items, as in the original loss.
-            let weights = weights / relevant.clone().sum_dim(1);
-            let code_term = (weights * distance).sum().div_scalar(batch as f32);
-            let mse = (x - x0.clone()).powi_scalar(2).mean();
-            mse - code_term.mul_scalar(code_weight)
-        };
-        let x = Minimise {
+        let iteration = Minimise {
             optimizer: c.optimizer,
             steps: c.steps,
             alpha: c.alpha,
             input_box: c.input_box,
             seed: c.seed,
             source,
-        }
-        .run(model, &x0, epsilon, &loss)?;
-        finish_retrieval(model, queries, x, original)
+        };
+        let build = |original: &[f32], x0: &Tensor<4>| -> CodeLoss {
+            let (codes, mask) = references(original, query_labels, database);
+            let refs = Tensor::<3>::from_data(
+                burn::tensor::TensorData::new(codes, [batch, items, bits]),
+                &x0.device(),
+            );
+            let relevant = matrix(mask, batch, items, x0);
+            let x0 = x0.clone();
+            Box::new(move |alpha: f32, scores: Tensor<2>, x: Tensor<4>| {
+                let q = scores.mul_scalar(alpha).tanh().reshape([batch, 1, bits]);
+                let gate = sigmoid((q.clone() * refs.clone()).mul_scalar(sigma));
+                let distance = ((q.clone() - refs.clone()).abs() * gate.clone())
+                    .sum_dim(2)
+                    .mul_scalar(0.5)
+                    + gate.neg().add_scalar(1.0).sum_dim(2);
+                let distance = distance.reshape([batch, items]);
+                // Weights from the current binary code: no gradient flows through them.
+                let hamming = (q.detach().sign() * refs.clone())
+                    .sum_dim(2)
+                    .reshape([batch, items])
+                    .neg()
+                    .add_scalar(bits as f32)
+                    .mul_scalar(0.5);
+                let weights = hamming.add_scalar(offset).powf_scalar(-z) * relevant.clone();
+                // Mean over the relevant items, as in the original loss.
+                let weights = weights / relevant.clone().sum_dim(1);
+                let code_term = (weights * distance).sum().div_scalar(batch as f32);
+                let mse = (x - x0.clone()).powi_scalar(2).mean();
+                mse - code_term.mul_scalar(code_weight)
+            })
+        };
+        attack_codes(
+            model,
+            queries,
+            query_labels,
+            database,
+            epsilon,
+            iteration,
+            &build,
+        )
     }
 }

@@ -534,6 +534,31 @@ fn digits_cnn_pgd_fgsm_sources_and_decision_attacks() {
         );
     }
 
+    // Targeted: the smallest perturbation into the next class.
+    let targets: Vec<usize> = ls.iter().map(|l| (l + 1) % 10).collect();
+    let out = hsj.run_targeted(&bp, &xs, &targets).unwrap();
+    let predicted = predict(&bp, out.adversarial.clone()).unwrap();
+    for i in 0..12 {
+        if out.success[i] {
+            assert_eq!(predicted[i], targets[i], "targeted sample {i}");
+        }
+    }
+    let reached = out.success.iter().filter(|s| **s).count();
+    println!(
+        "hopskipjump-l2 targeted: {reached} of 12 reached, median distance {:.3}",
+        {
+            let mut d: Vec<f64> = out
+                .distances
+                .iter()
+                .copied()
+                .filter(|d| d.is_finite())
+                .collect();
+            d.sort_by(f64::total_cmp);
+            d.get(d.len() / 2).copied().unwrap_or(f64::NAN)
+        }
+    );
+    assert!(reached >= 8, "targeted HopSkipJump reached {reached} of 12");
+
     // A suite over both sources and HopSkipJump, aggregated to the worst case.
     let report = RobustnessSuite::new(Norm::Linf, vec![0.0, 0.05, 0.1])
         .unwrap()
