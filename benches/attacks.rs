@@ -5,9 +5,9 @@
 
 use burn::tensor::{Device, Distribution, Tensor};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use signsym::attacks::{BoundedAttack, Fgsm, GradientSource, PgdConfig};
+use signsym::attacks::{BoundedAttack, Fgsm, GradientSource, PgdConfig, attack_mode};
 use signsym::feedback::{FeedbackRule, set_rule};
-use signsym::models::{Backbone, Network, ResNetConfig, SmallCnnConfig, Task, eval_mode};
+use signsym::models::{Backbone, Network, ResNetConfig, SmallCnnConfig, Task};
 
 const BATCH: usize = 32;
 
@@ -28,7 +28,9 @@ fn run<M: Backbone>(
     for rule in [FeedbackRule::Bp, FeedbackRule::USf, FeedbackRule::BrSf] {
         let mut net = network.duplicate();
         set_rule(&mut net, rule, 0).expect("rule");
-        let net = eval_mode(net);
+        // Attacks need no parameter gradients: untracked parameters skip the weight-gradient
+        // half of every backward.
+        let net = attack_mode(net);
         for (source, tag) in [
             (GradientSource::Feedback, "feedback"),
             (GradientSource::Exact, "exact"),

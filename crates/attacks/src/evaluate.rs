@@ -41,6 +41,30 @@ pub fn robust_per_sample(
     source: &GradientSource<'_>,
     batch_size: usize,
 ) -> Result<Vec<Vec<bool>>, AttackError> {
+    robust_per_sample_ticking(
+        model,
+        attack,
+        images,
+        labels,
+        epsilons,
+        source,
+        batch_size,
+        &|| {},
+    )
+}
+
+/// [`robust_per_sample`], calling `tick` after every attacked batch.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn robust_per_sample_ticking(
+    model: &dyn AttackModel,
+    attack: &dyn BoundedAttack,
+    images: &Tensor<4>,
+    labels: &[usize],
+    epsilons: &[f64],
+    source: &GradientSource<'_>,
+    batch_size: usize,
+    tick: &dyn Fn(),
+) -> Result<Vec<Vec<bool>>, AttackError> {
     check_epsilons(epsilons)?;
     check_count("batch size", batch_size)?;
     let n = images.dims()[0];
@@ -53,6 +77,7 @@ pub fn robust_per_sample(
                 let batch = images.clone().slice(range.clone());
                 let out = attack.run(model, &batch, &labels[range], epsilon, source)?;
                 robust.extend(out.success.iter().map(|s| !s));
+                tick();
             }
             Ok(robust)
         })
@@ -119,6 +144,19 @@ pub fn min_norm_per_sample(
     epsilons: &[f64],
     batch_size: usize,
 ) -> Result<(Vec<Vec<bool>>, Vec<f64>), AttackError> {
+    min_norm_per_sample_ticking(model, attack, images, labels, epsilons, batch_size, &|| {})
+}
+
+/// [`min_norm_per_sample`], calling `tick` after every attacked batch.
+pub(crate) fn min_norm_per_sample_ticking(
+    model: &dyn AttackModel,
+    attack: &dyn MinimizationAttack,
+    images: &Tensor<4>,
+    labels: &[usize],
+    epsilons: &[f64],
+    batch_size: usize,
+    tick: &dyn Fn(),
+) -> Result<(Vec<Vec<bool>>, Vec<f64>), AttackError> {
     check_epsilons(epsilons)?;
     check_count("batch size", batch_size)?;
     let n = images.dims()[0];
@@ -127,6 +165,7 @@ pub fn min_norm_per_sample(
     for range in chunks(n, batch_size) {
         let batch = images.clone().slice(range.clone());
         distances.extend(attack.run(model, &batch, &labels[range])?.distances);
+        tick();
     }
     let robust = epsilons
         .iter()

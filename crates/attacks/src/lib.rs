@@ -24,7 +24,7 @@ pub use error::AttackError;
 pub use evaluate::{min_norm_per_sample, robust_accuracy, robust_map, robust_per_sample};
 pub use hag::{Hag, HagConfig};
 pub use hop_skip_jump::{HopSkipJump, HopSkipJumpConfig};
-pub use model::{AttackModel, FnModel, predict};
+pub use model::{AttackModel, FnModel, attack_mode, predict};
 pub use pgd::{
     AttackOutput, BoundedAttack, Fgsm, PAPER_EPSILONS, Pgd, PgdConfig, StepSize, cross_entropy_sum,
 };

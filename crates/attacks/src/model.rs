@@ -95,6 +95,28 @@ impl<F: Fn(Tensor<4>) -> Tensor<2>> AttackModel for FnModel<F> {
     }
 }
 
+/// A model ready to be attacked: inference mode (batch-norm running statistics, no dropout) on
+/// its autodiff device, with parameters that no longer track gradients.
+///
+/// Input gradients are unchanged; the backward just skips every weight gradient, which is about
+/// half of its work. Use [`Network::duplicate`] first to keep a trainable copy.
+///
+/// ```
+/// use burn::module::Module;
+/// use burn::tensor::Device;
+/// use signsym_attacks::attack_mode;
+/// use signsym_models::{Network, SmallCnnConfig, Task};
+///
+/// let device = Device::flex().autodiff();
+/// let net = Network::new(SmallCnnConfig::new().init(&device)?, Task::classification(10), &device)?;
+/// let target = attack_mode(net.duplicate());
+/// assert!(target.devices()[0].is_autodiff());
+/// # Ok::<(), signsym_models::ModelError>(())
+/// ```
+pub fn attack_mode<M: burn::module::Module>(model: M) -> M {
+    signsym_models::eval_mode(model).no_grad()
+}
+
 /// Predicted classes (arg-max of the scores) of a batch.
 pub fn predict(model: &dyn AttackModel, images: Tensor<4>) -> Result<Vec<usize>, AttackError> {
     let batch = images.dims()[0];

@@ -2,6 +2,7 @@
 //! obfuscation and broken-attack checks.
 
 use burn::tensor::Tensor;
+use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use signsym_metrics::RobustnessCurve;
 
@@ -9,7 +10,7 @@ use crate::bounds::{Norm, check_batch};
 use crate::decision::MinimizationAttack;
 use crate::diagnostics::gradient_alignment;
 use crate::error::{AttackError, check_count, check_epsilon, invalid};
-use crate::evaluate::{curve_from, min_norm_per_sample, robust_per_sample};
+use crate::evaluate::{curve_from, min_norm_per_sample_ticking, robust_per_sample_ticking};
 use crate::model::AttackModel;
 use crate::pgd::BoundedAttack;
 use crate::source::{GradientSource, SourceKind};
@@ -53,6 +54,7 @@ pub struct RobustnessSuite<'a> {
     stall_floor: f64,
     confidence: f64,
     gradient_cosine: bool,
+    progress: bool,
 }
 
 /// One entry's result.
@@ -195,6 +197,7 @@ impl<'a> RobustnessSuite<'a> {
             stall_floor: 0.05,
             confidence: 0.95,
             gradient_cosine: false,
+            progress: false,
         })
     }
 
@@ -241,6 +244,12 @@ impl<'a> RobustnessSuite<'a> {
         self
     }
 
+    /// Shows a progress bar over attacked batches on stderr (default off).
+    pub fn with_progress(mut self, on: bool) -> Self {
+        self.progress = on;
+        self
+    }
+
     /// Runs every entry on `images` (true classes `labels`).
     pub fn run(
         &self,
@@ -263,6 +272,28 @@ impl<'a> RobustnessSuite<'a> {
             return Err(invalid("entries", 0, "the suite needs at least one attack"));
         }
         let n = labels.len();
+        let batches = n.div_ceil(self.batch_size);
+        let bar = if self.progress {
+            let total: usize = self
+                .entries
+                .iter()
+                .map(|e| match e {
+                    Entry::Bounded { .. } => batches * self.epsilons.len(),
+                    Entry::Decision(_) => batches,
+                })
+                .sum();
+            let bar = ProgressBar::new(total as u64);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{prefix} {bar:30} {pos}/{len} batches {elapsed_precise}",
+                )
+                .expect("valid template"),
+            );
+            bar
+        } else {
+            ProgressBar::hidden()
+        };
+        let tick = || bar.inc(1);
         let mut entries = Vec::new();
         let mut worst = vec![vec![true; n]; self.epsilons.len()];
         for entry in &self.entries {
@@ -275,7 +306,8 @@ impl<'a> RobustnessSuite<'a> {
                             "differs from the suite's norm",
                         ));
                     }
-                    let robust = robust_per_sample(
+                    bar.set_prefix(format!("{}/{}", attack.name(), source.name()));
+                    let robust = robust_per_sample_ticking(
                         model,
                         *attack,
                         images,
@@ -283,6 +315,7 @@ impl<'a> RobustnessSuite<'a> {
                         &self.epsilons,
                         source,
                         self.batch_size,
+                        &tick,
                     )?;
                     (
                         format!("{}/{}", attack.name(), source.name()),
@@ -299,13 +332,15 @@ impl<'a> RobustnessSuite<'a> {
                             "differs from the suite's norm",
                         ));
                     }
-                    let (robust, distances) = min_norm_per_sample(
+                    bar.set_prefix(attack.name());
+                    let (robust, distances) = min_norm_per_sample_ticking(
                         model,
                         *attack,
                         images,
                         labels,
                         &self.epsilons,
                         self.batch_size,
+                        &tick,
                     )?;
                     (attack.name(), SourceKind::Decision, robust, Some(distances))
                 }
@@ -322,6 +357,7 @@ impl<'a> RobustnessSuite<'a> {
                 distances,
             });
         }
+        bar.finish_and_clear();
         let worst_case = curve_from("worst case".into(), &self.epsilons, &worst, self.confidence)?;
         let clean_accuracy = crate::model::predict(model, images.clone())?
             .iter()

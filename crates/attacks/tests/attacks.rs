@@ -11,8 +11,8 @@ use signsym_feedback::{FeedbackConfig, FeedbackRule, set_rule};
 use signsym_losses::{CrossEntropyConfig, HyP2Config};
 use signsym_metrics::{LabelSets, MapConfig, PackedCodes, map_at_k};
 use signsym_models::{
-    BatchSource, FineTuneConfig, ModelError, Network, SmallCnn, SmallCnnConfig, Task, eval_mode,
-    fine_tune, pretrain,
+    BatchSource, FineTuneConfig, ModelError, Network, SmallCnn, SmallCnnConfig, Task, fine_tune,
+    pretrain,
 };
 
 /// Tests that draw from the device's random generator (seeded globally on Flex) take turns, so
@@ -294,7 +294,7 @@ fn digits_cnn_pgd_fgsm_sources_and_decision_attacks() {
     let _rng = rng_lock();
     let device = Device::flex().autodiff();
     let (train, test) = digits();
-    let bp = eval_mode(bp_digits_model(&train, &device));
+    let bp = attack_mode(bp_digits_model(&train, &device));
     let (x, labels) = images(&test, 200, &device);
     let clean = accuracy(&bp, &x, &labels);
     assert!(clean > 0.85, "clean accuracy {clean}");
@@ -370,7 +370,7 @@ fn digits_cnn_pgd_fgsm_sources_and_decision_attacks() {
         .with_seed(4)
         .with_progress(false);
     let ce = CrossEntropyConfig::new().init(&device).unwrap();
-    let usf = eval_mode(
+    let usf = attack_mode(
         fine_tune(usf, ce, &train, None, &config, None)
             .unwrap()
             .network,
@@ -438,7 +438,7 @@ fn digits_cnn_pgd_fgsm_sources_and_decision_attacks() {
     // brSF redraws its feedback at every backward: one draw per seed, EOT averages draws.
     let mut brsf = usf.duplicate();
     set_rule(&mut brsf, FeedbackRule::BrSf, 0).unwrap();
-    let brsf = eval_mode(brsf);
+    let brsf = attack_mode(brsf);
     let pgd_seed = |seed| PgdConfig::paper().with_seed(seed).init().unwrap();
     let run = |seed, source: GradientSource<'_>| {
         host(
@@ -566,6 +566,7 @@ fn digits_cnn_pgd_fgsm_sources_and_decision_attacks() {
         .attack(&pgd, GradientSource::Exact)
         .decision_attack(&hsj_inf)
         .with_gradient_cosine(true)
+        .with_progress(true)
         .run(&usf, &xs, ls)
         .unwrap();
     for (k, point) in report.worst_case.points.iter().enumerate() {
@@ -667,7 +668,7 @@ fn hag_and_sdha_flip_bits_and_lower_map() {
     )
     .unwrap()
     .network;
-    let net = eval_mode(net);
+    let net = attack_mode(net);
     let (db_x, db_labels) = images(&train, 600, &device);
     let database = HashDatabase::encode(
         &net,
