@@ -1,5 +1,6 @@
 //! What an attack needs from a model: real-valued scores of a batch of images.
 
+use burn::module::Module;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use signsym_models::{Backbone, Network, Task};
 
@@ -31,11 +32,15 @@ pub trait AttackModel {
 
 impl<M: Backbone> AttackModel for Network<M> {
     fn scores(&self, images: Tensor<4>) -> Tensor<2> {
-        let features = self.backbone.features(images);
-        match self.head.task {
-            Task::Classification { .. } => self.head.forward(features),
+        // A shallow copy whose parameters track no gradient: the backward then computes the
+        // input gradient only, never the weight gradients an attack does not need (the copy
+        // shares every tensor, so it costs no memory).
+        let untracked = self.clone().no_grad();
+        let features = untracked.backbone.features(images);
+        match untracked.head.task {
+            Task::Classification { .. } => untracked.head.forward(features),
             // The pre-tanh code: `tanh` is monotone, so its signs are the network's code.
-            Task::Hashing { .. } => self.head.linear.forward(features),
+            Task::Hashing { .. } => untracked.head.linear.forward(features),
         }
     }
 
@@ -99,7 +104,9 @@ impl<F: Fn(Tensor<4>) -> Tensor<2>> AttackModel for FnModel<F> {
 /// its autodiff device, with parameters that no longer track gradients.
 ///
 /// Input gradients are unchanged; the backward just skips every weight gradient, which is about
-/// half of its work. Use [`Network::duplicate`] first to keep a trainable copy.
+/// half of its work. (`Network`'s [`AttackModel`] implementation already attacks an untracked
+/// shallow copy; this matters for other models, such as [`FnModel`] closures over modules.) Use
+/// [`Network::duplicate`] first to keep a trainable copy.
 ///
 /// ```
 /// use burn::module::Module;
