@@ -394,11 +394,7 @@ impl Search {
         let distances = self.distances(norm);
         let batch = self.batch();
         let adversarial = oracle.to_tensor(self.adv, batch);
-        let adversarial = if images.is_autodiff() {
-            adversarial.autodiff()
-        } else {
-            adversarial
-        };
+        let adversarial = crate::pgd::like(images, adversarial);
         MinimizationOutput {
             adversarial,
             success: self.found,

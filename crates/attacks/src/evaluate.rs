@@ -16,7 +16,7 @@ pub(crate) fn chunks(n: usize, size: usize) -> impl Iterator<Item = std::ops::Ra
     (0..n.div_ceil(size)).map(move |k| k * size..((k + 1) * size).min(n))
 }
 
-fn check_epsilons(epsilons: &[f64]) -> Result<(), AttackError> {
+pub(crate) fn check_epsilons(epsilons: &[f64]) -> Result<(), AttackError> {
     if epsilons.is_empty() {
         return Err(crate::error::invalid(
             "epsilons",

@@ -64,10 +64,19 @@ pub enum StepSize {
 }
 
 impl StepSize {
-    fn resolve(&self, epsilon: f64) -> Result<f64, AttackError> {
+    /// Checks that the size is finite and positive.
+    pub(crate) fn validate(&self) -> Result<(), AttackError> {
         match *self {
-            Self::Absolute(a) => check_positive("step size", a).map(|_| a),
-            Self::Relative(r) => check_positive("relative step size", r).map(|_| r * epsilon),
+            Self::Absolute(a) => check_positive("step size", a),
+            Self::Relative(r) => check_positive("relative step size", r),
+        }
+    }
+
+    /// The step for budget `epsilon` (the size is checked at `init`).
+    pub(crate) fn at(&self, epsilon: f64) -> f64 {
+        match *self {
+            Self::Absolute(a) => a,
+            Self::Relative(r) => r * epsilon,
         }
     }
 }
@@ -122,8 +131,7 @@ impl PgdConfig {
     /// Checks the settings and builds the attack.
     pub fn init(&self) -> Result<Pgd, AttackError> {
         check_count("steps", self.steps)?;
-        // A relative step is checked against ε = 1: only its sign and finiteness matter here.
-        self.step_size.resolve(1.0)?;
+        self.step_size.validate()?;
         InputBox::new(self.input_box.lower, self.input_box.upper)?;
         Ok(Pgd {
             config: self.clone(),
@@ -193,7 +201,7 @@ impl BoundedAttack for Pgd {
         let c = &self.config;
         check_epsilon(epsilon)?;
         source.validate()?;
-        let step = c.step_size.resolve(epsilon)?;
+        let step = c.step_size.at(epsilon);
         let batch = images.dims()[0];
         c.input_box.check("images", images)?;
         check_labels(labels, batch, model.outputs())?;
@@ -266,6 +274,15 @@ fn random_start(norm: Norm, dims: [usize; 4], eps: f32, seed: u64, device: &Devi
     tensor(values, dims, device)
 }
 
+/// `x` (computed without autodiff) with autodiff again when the caller's `images` had it.
+pub(crate) fn like(images: &Tensor<4>, x: Tensor<4>) -> Tensor<4> {
+    if images.is_autodiff() {
+        x.autodiff()
+    } else {
+        x
+    }
+}
+
 /// Puts the adversarial batch back on the caller's device and judges it.
 pub(crate) fn finish(
     model: &dyn AttackModel,
@@ -273,11 +290,7 @@ pub(crate) fn finish(
     x: Tensor<4>,
     labels: &[usize],
 ) -> Result<AttackOutput, AttackError> {
-    let adversarial = if images.is_autodiff() {
-        x.autodiff()
-    } else {
-        x
-    };
+    let adversarial = like(images, x);
     let predicted = predict(model, adversarial.clone())?;
     let success = predicted.iter().zip(labels).map(|(p, l)| p != l).collect();
     Ok(AttackOutput {

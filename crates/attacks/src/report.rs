@@ -9,8 +9,10 @@ use signsym_metrics::RobustnessCurve;
 use crate::bounds::{Norm, check_batch};
 use crate::decision::MinimizationAttack;
 use crate::diagnostics::gradient_alignment;
-use crate::error::{AttackError, check_count, check_epsilon, invalid};
-use crate::evaluate::{curve_from, min_norm_per_sample_ticking, robust_per_sample_ticking};
+use crate::error::{AttackError, check_count, invalid};
+use crate::evaluate::{
+    check_epsilons, chunks, curve_from, min_norm_per_sample_ticking, robust_per_sample_ticking,
+};
 use crate::model::AttackModel;
 use crate::pgd::BoundedAttack;
 use crate::source::{GradientSource, SourceKind};
@@ -176,10 +178,7 @@ pub struct RobustnessReport {
 impl<'a> RobustnessSuite<'a> {
     /// An empty suite for budgets `epsilons` measured in `norm`.
     pub fn new(norm: Norm, epsilons: Vec<f64>) -> Result<Self, AttackError> {
-        if epsilons.is_empty() {
-            return Err(invalid("epsilons", "[]", "needs at least one budget"));
-        }
-        epsilons.iter().try_for_each(|&e| check_epsilon(e))?;
+        check_epsilons(&epsilons)?;
         if epsilons.windows(2).any(|w| w[1] <= w[0]) {
             return Err(invalid(
                 "epsilons",
@@ -359,12 +358,17 @@ impl<'a> RobustnessSuite<'a> {
         }
         bar.finish_and_clear();
         let worst_case = curve_from("worst case".into(), &self.epsilons, &worst, self.confidence)?;
-        let clean_accuracy = crate::model::predict(model, images.clone())?
-            .iter()
-            .zip(labels)
-            .filter(|(p, l)| p == l)
-            .count() as f64
-            / n as f64;
+        // In batches, as the attacks: one forward over the whole set could exhaust memory.
+        let mut correct = 0;
+        for range in chunks(n, self.batch_size) {
+            let predicted = crate::model::predict(model, images.clone().slice(range.clone()))?;
+            correct += predicted
+                .iter()
+                .zip(&labels[range])
+                .filter(|(p, l)| p == l)
+                .count();
+        }
+        let clean_accuracy = correct as f64 / n as f64;
         let obfuscation = obfuscation_flags(&entries, self.obfuscation_margin);
         let mut warnings = Vec::new();
         for curve in entries.iter().map(|e| &e.curve).chain([&worst_case]) {

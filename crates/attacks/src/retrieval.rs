@@ -8,8 +8,9 @@ use signsym_metrics::{LabelSets, PackedCodes};
 use crate::bounds::Norm;
 use crate::bounds::{InputBox, check_batch};
 use crate::error::{AttackError, check_count, check_positive, invalid};
+use crate::evaluate::chunks;
 use crate::model::{AttackModel, host, tensor};
-use crate::pgd::{StepSize, project};
+use crate::pgd::{StepSize, like, project};
 use crate::source::{GradientSource, mix};
 
 /// Binary codes and labels of a retrieval database.
@@ -42,18 +43,9 @@ impl HashDatabase {
         batch_size: usize,
     ) -> Result<Self, AttackError> {
         check_count("batch size", batch_size)?;
-        let [n, ..] = images.dims();
-        let mut parts = Vec::new();
-        let mut start = 0;
-        while start < n {
-            let end = (start + batch_size).min(n);
-            parts.push(
-                model
-                    .predict_scores(images.clone().slice(start..end))
-                    .inner(),
-            );
-            start = end;
-        }
+        let parts = chunks(images.dims()[0], batch_size)
+            .map(|range| model.predict_scores(images.clone().slice(range)).inner())
+            .collect();
         Self::new(Tensor::cat(parts, 0), labels)
     }
 
@@ -172,8 +164,7 @@ pub enum Optimizer {
 impl Optimizer {
     pub(crate) fn validate(&self) -> Result<(), AttackError> {
         match *self {
-            Self::SignStep(StepSize::Absolute(s)) => check_positive("step size", s),
-            Self::SignStep(StepSize::Relative(s)) => check_positive("relative step size", s),
+            Self::SignStep(step) => step.validate(),
             Self::Sgd { lr, momentum } => {
                 check_positive("learning rate", lr)?;
                 unit_interval("momentum", momentum)
@@ -250,13 +241,7 @@ impl Minimise<'_> {
                 self.source
                     .input_gradient(model, &x, &objective, mix(self.seed, t as u64 + 1))?;
             let update = match self.optimizer {
-                Optimizer::SignStep(step) => {
-                    let s = match step {
-                        StepSize::Absolute(a) => a,
-                        StepSize::Relative(r) => r * epsilon,
-                    };
-                    g.sign().mul_scalar(s as f32)
-                }
+                Optimizer::SignStep(step) => g.sign().mul_scalar(step.at(epsilon) as f32),
                 Optimizer::Sgd { lr, momentum } => {
                     let v = match m1.take() {
                         Some(v) => v.mul_scalar(momentum as f32) + g,
@@ -323,16 +308,12 @@ fn finish_retrieval(
     original_codes: Vec<f32>,
 ) -> Result<RetrievalAttackOutput, AttackError> {
     let bits = model.outputs();
-    let adversarial = if queries.is_autodiff() {
-        x.autodiff()
-    } else {
-        x
-    };
+    let adversarial = like(queries, x);
     let adversarial_codes = signs(&host(model.predict_scores(adversarial.clone()))?)?;
-    let hamming: Vec<u32> = original_codes
-        .chunks(bits)
-        .zip(adversarial_codes.chunks(bits))
-        .map(|(a, b)| a.iter().zip(b).filter(|(x, y)| x != y).count() as u32)
+    let before = PackedCodes::from_real(&original_codes, bits)?;
+    let after = PackedCodes::from_real(&adversarial_codes, bits)?;
+    let hamming: Vec<u32> = (0..before.len())
+        .map(|i| before.hamming(i, &after, i))
         .collect();
     let success = hamming.iter().map(|&h| 2 * h as usize > bits).collect();
     Ok(RetrievalAttackOutput {

@@ -137,12 +137,8 @@ impl GradientSource<'_> {
     }
 }
 
-/// Derives a stream seed from a base seed and an index (SplitMix64 finaliser).
+/// Derives a stream seed from a base seed and an index.
 pub(crate) fn mix(seed: u64, index: u64) -> u64 {
-    let mut z = seed
-        .wrapping_add(0x9E37_79B9_7F4A_7C15)
-        .wrapping_add(index.wrapping_mul(0xBF58_476D_1CE4_E5B9));
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+    // The same value as before the finaliser was shared: seed + golden + index·C, finalised.
+    signsym_feedback::splitmix64(seed.wrapping_add(index.wrapping_mul(0xBF58_476D_1CE4_E5B9)))
 }

@@ -15,7 +15,9 @@ pub use diagnostics::{
     GradientAlignment, exact_input_gradient, input_gradient, input_gradient_alignment,
 };
 pub use error::FeedbackError;
-pub use rule::{FeedbackConfig, FeedbackDistribution, FeedbackRule, FeedbackScale, layer_seed};
+pub use rule::{
+    FeedbackConfig, FeedbackDistribution, FeedbackRule, FeedbackScale, layer_seed, splitmix64,
+};
 pub use scope::{ExactGradientsGuard, exact_gradients, exact_gradients_active};
 pub use visit::{
     FeedbackModule, LayerSummary, join_path, layer_summaries, set_rule, set_rules, set_scale,

@@ -229,8 +229,20 @@ pub fn layer_seed(seed: u64, path: &str) -> u64 {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
-    let mut z = seed ^ h;
-    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    splitmix64(seed ^ h)
+}
+
+/// SplitMix64's output function: a well-mixed 64-bit value from `z` (after adding the golden
+/// ratio increment). The project's seed derivations (layer seeds, attack step seeds) go through
+/// it, so neighbouring inputs give unrelated streams.
+///
+/// ```
+/// use signsym_feedback::splitmix64;
+/// assert_ne!(splitmix64(1), splitmix64(2));
+/// assert_eq!(splitmix64(7), splitmix64(7));
+/// ```
+pub fn splitmix64(z: u64) -> u64 {
+    let mut z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
