@@ -14,7 +14,7 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::autodiff::{Autodiff, NodeId};
 use burn::backend::ops::{ConvOptions, ConvTransposeOptions};
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Backend, ExtensionType, TensorMetadata, backend_extension};
+use burn::backend::{AutodiffBackend, Backend, ExtensionType, TensorMetadata, backend_extension};
 use burn::tensor::{Distribution, Shape};
 
 /// How the backward pass forms the feedback tensor `V` from the weight `W` and the layer's
@@ -70,45 +70,66 @@ impl FeedbackKernel {
         matches!(self.form, FeedbackForm::MaskedSign | FeedbackForm::Given)
     }
 
-    /// Forms `V` on backend `B`.
+    /// Forms `V` on backend `B` with burn's generic ops (the reference the fused kernels are
+    /// tested against).
     pub fn form_feedback<B: Backend>(
         &self,
         weight: FloatTensor<B>,
         aux: Option<FloatTensor<B>>,
     ) -> FloatTensor<B> {
+        let (base, factor) = self.form_parts::<B>(weight, aux);
+        match self.scale {
+            ScaleKind::Unit => base,
+            _ => scale_by::<B>(base, factor),
+        }
+    }
+
+    /// `(V₀, s)` with burn's generic ops: `V = s·V₀`, `s` a one-element tensor.
+    pub fn form_parts<B: Backend>(
+        &self,
+        weight: FloatTensor<B>,
+        aux: Option<FloatTensor<B>>,
+    ) -> (FloatTensor<B>, FloatTensor<B>) {
         let aux = || {
             aux.clone()
                 .expect("feedback kernel needs its auxiliary tensor")
         };
+        let device = weight.device();
         let base = match self.form {
             FeedbackForm::Weight => weight.clone(),
             FeedbackForm::Sign => B::float_sign(weight.clone()),
             FeedbackForm::MaskedSign => B::float_mul(aux(), B::float_sign(weight.clone())),
             FeedbackForm::RandomMaskedSign(distribution) => {
-                let mask = B::float_random(
-                    weight.shape(),
-                    distribution,
-                    &weight.device(),
-                    weight.dtype().into(),
-                );
+                let mask =
+                    B::float_random(weight.shape(), distribution, &device, weight.dtype().into());
                 B::float_mul(mask, B::float_sign(weight.clone()))
             }
             FeedbackForm::Given => aux(),
         };
-        match self.scale {
-            ScaleKind::Unit => base,
-            ScaleKind::Constant(c) => B::float_mul_scalar(base, c.into()),
+        let constant = |c: f32| {
+            B::float_from_data(
+                burn::tensor::TensorData::new(vec![c], [1]).convert_dtype(weight.dtype()),
+                &device,
+            )
+        };
+        let factor = match self.scale {
+            ScaleKind::Unit => constant(1.0),
+            ScaleKind::Constant(c) => constant(c),
             ScaleKind::MatchNorm => {
-                let rank = base.shape().num_dims();
-                let w_norm = frobenius::<B>(weight);
+                let w_norm = frobenius::<B>(weight.clone());
                 // A zero V₀ (all-zero weight) stays zero instead of becoming NaN.
                 let v_norm = B::float_clamp_min(frobenius::<B>(base.clone()), 1e-30f32.into());
-                let factor = B::float_div(w_norm, v_norm);
-                let factor = B::float_reshape(factor, Shape::from(vec![1; rank]));
-                B::float_mul(base, factor)
+                B::float_reshape(B::float_div(w_norm, v_norm), Shape::from(vec![1]))
             }
-        }
+        };
+        (base, factor)
     }
+}
+
+/// `t · s` for a one-element `s`.
+fn scale_by<B: Backend>(t: FloatTensor<B>, factor: FloatTensor<B>) -> FloatTensor<B> {
+    let rank = t.shape().num_dims();
+    B::float_mul(t, B::float_reshape(factor, Shape::from(vec![1; rank])))
 }
 
 fn frobenius<B: Backend>(t: FloatTensor<B>) -> FloatTensor<B> {
@@ -152,6 +173,23 @@ impl LayerOp {
             Self::Conv1d(o) => B::conv1d_x_backward(x(), v, grad, o.clone()),
             Self::Conv2d(o) => B::conv2d_x_backward(x(), v, grad, o.clone()),
             Self::ConvTranspose2d(o) => B::conv_transpose2d_x_backward(v, grad, o.clone()),
+        }
+    }
+
+    /// The number of elements of the input gradient.
+    fn input_len<B: Backend>(
+        &self,
+        x: Option<&FloatTensor<B>>,
+        weight: &FloatTensor<B>,
+        grad: &FloatTensor<B>,
+    ) -> usize {
+        match (self, x) {
+            (_, Some(x)) => x.shape().num_elements(),
+            // Linear without a checkpointed input: [..., d_out] → [..., d_in].
+            _ => {
+                let d_out = weight.shape()[1].max(1);
+                grad.shape().num_elements() / d_out * weight.shape()[0]
+            }
         }
     }
 
@@ -230,6 +268,18 @@ impl<B: Backend> From<Option<FloatTensor<B>>> for MaybeTensor<B> {
     Cube: cfg(any(feature = "wgpu", feature = "cuda"))
 )]
 pub trait FeedbackBackend: Backend {
+    /// `V = s·V₀` as its two parts `(V₀, s)`, `s` a one-element tensor: the backward applies `s`
+    /// to whichever of `V` and the input gradient is smaller. For a random form (brSF) this draws
+    /// from the device generator, exactly as the backward does. On autodiff both are untracked
+    /// constants.
+    fn feedback_matrix_parts(
+        weight: FloatTensor<Self>,
+        #[extension_type] aux: MaybeTensor<Self>,
+        kernel: FeedbackKernel,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        kernel.form_parts::<Self>(weight, aux.into_option())
+    }
+
     /// `x·W + b` over the last axis of `x` (rank ≥ 2); `W` is `[d_input, d_output]`.
     fn feedback_linear(
         x: FloatTensor<Self>,
@@ -283,7 +333,19 @@ pub trait FeedbackBackend: Backend {
 }
 
 #[cfg(feature = "flex")]
-impl FeedbackBackend for burn::backend::Flex {}
+impl FeedbackBackend for burn::backend::Flex {
+    fn feedback_matrix_parts(
+        weight: FloatTensor<Self>,
+        aux: MaybeTensor<Self>,
+        kernel: FeedbackKernel,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let aux = aux.into_option();
+        match crate::fused::feedback_matrix_parts(&kernel, &weight, aux.as_ref()) {
+            Some(parts) => parts,
+            None => kernel.form_parts::<Self>(weight, aux),
+        }
+    }
+}
 
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 impl FeedbackBackend for burn::backend::Cube {}
@@ -303,7 +365,7 @@ type State<B> = (
 #[derive(Debug)]
 struct FeedbackBackward<const N: usize>;
 
-impl<B: Backend, const N: usize> Backward<B, N> for FeedbackBackward<N> {
+impl<B: FeedbackBackend, const N: usize> Backward<B, N> for FeedbackBackward<N> {
     type State = State<B>;
 
     fn backward(
@@ -327,8 +389,16 @@ impl<B: Backend, const N: usize> Backward<B, N> for FeedbackBackward<N> {
             let weight = weight
                 .clone()
                 .expect("weight checkpointed for the input gradient");
-            let v = kernel.form_feedback::<B>(weight, aux);
-            grads.register::<B>(node.id, op.x_backward::<B>(x.clone(), v, grad.clone()));
+            let (v0, factor) = B::feedback_matrix_parts(weight, aux.into(), kernel);
+            // s·(g ⋆ V₀) = g ⋆ (s·V₀): scale the smaller of V₀ and the input gradient.
+            let dx = if kernel.scale == ScaleKind::Unit {
+                op.x_backward::<B>(x.clone(), v0, grad.clone())
+            } else if v0.shape().num_elements() <= op.input_len::<B>(x.as_ref(), &v0, &grad) {
+                op.x_backward::<B>(x.clone(), scale_by::<B>(v0, factor), grad.clone())
+            } else {
+                scale_by::<B>(op.x_backward::<B>(x.clone(), v0, grad.clone()), factor)
+            };
+            grads.register::<B>(node.id, dx);
         }
         if let Some(node) = node_weight {
             let x = x
@@ -345,7 +415,7 @@ impl<B: Backend, const N: usize> Backward<B, N> for FeedbackBackward<N> {
 }
 
 /// Records the op on the autodiff graph: forward with `W`, backward with `V` for the input.
-fn record<B: Backend, C: CheckpointStrategy>(
+fn record<B: FeedbackBackend, C: CheckpointStrategy>(
     op: LayerOp,
     x: FloatTensor<Autodiff<B, C>>,
     weight: FloatTensor<Autodiff<B, C>>,
@@ -398,7 +468,21 @@ fn record<B: Backend, C: CheckpointStrategy>(
     }
 }
 
-impl<B: Backend, C: CheckpointStrategy> FeedbackBackend for Autodiff<B, C> {
+impl<B: FeedbackBackend, C: CheckpointStrategy> FeedbackBackend for Autodiff<B, C> {
+    fn feedback_matrix_parts(
+        weight: FloatTensor<Self>,
+        aux: MaybeTensor<Self>,
+        kernel: FeedbackKernel,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        // V is a constant of the backward: formed on the inner backend, never tracked.
+        let aux = aux.into_option().map(|a| a.into_primitive());
+        let (v0, factor) = B::feedback_matrix_parts(weight.into_primitive(), aux.into(), kernel);
+        (
+            <Self as AutodiffBackend>::from_inner(v0),
+            <Self as AutodiffBackend>::from_inner(factor),
+        )
+    }
+
     fn feedback_linear(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,

@@ -4,6 +4,8 @@
 pub mod backend;
 mod diagnostics;
 mod error;
+#[cfg(feature = "flex")]
+mod fused;
 pub mod layers;
 pub mod ops;
 mod rule;

@@ -24,7 +24,7 @@ use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
 use burn::tensor::{DispatchTensor, Tensor};
 
 use crate::FeedbackError;
-use crate::backend::{FeedbackBackend, FeedbackKernel, MaybeTensor};
+use crate::backend::{FeedbackBackend, FeedbackKernel, MaybeTensor, ScaleKind};
 
 fn maybe<const D: usize>(t: Option<Tensor<D>>) -> MaybeTensor<Dispatch> {
     MaybeTensor::from(t.map(Tensor::into_dispatch))
@@ -285,4 +285,50 @@ pub fn feedback_conv_transpose2d(
         options,
         FeedbackKernel::GIVEN,
     ))
+}
+
+/// The feedback tensor `V` that a backward with `kernel` uses for `weight` (and the layer's
+/// auxiliary tensor `aux`: frSF's `M`, FA's `B`). On an autodiff device it is an untracked
+/// constant. A random form (brSF) draws from the device generator exactly as the backward does,
+/// so after the same `Device::seed` both see the same magnitudes.
+///
+/// ```
+/// use burn::tensor::{Device, Tensor};
+/// use signsym_feedback::{FeedbackForm, FeedbackKernel, ScaleKind};
+/// use signsym_feedback::ops::feedback_matrix;
+///
+/// let device = Device::flex();
+/// let w = Tensor::<2>::from_floats([[3.0, -4.0], [0.0, 0.0]], &device);
+/// let usf = FeedbackKernel { form: FeedbackForm::Sign, scale: ScaleKind::MatchNorm };
+/// // sign(W) = [[1, -1], [0, 0]], rescaled to ‖W‖ = 5: factor 5/√2.
+/// let v = feedback_matrix(w, None, usf).unwrap().into_data().to_vec::<f32>().unwrap();
+/// let f = 5.0 / 2f32.sqrt();
+/// assert!((v[0] - f).abs() < 1e-5 && (v[1] + f).abs() < 1e-5 && v[2] == 0.0);
+/// ```
+pub fn feedback_matrix<const D: usize>(
+    weight: Tensor<D>,
+    aux: Option<Tensor<D>>,
+    kernel: FeedbackKernel,
+) -> Result<Tensor<D>, FeedbackError> {
+    let aux = aux.filter(|_| kernel.needs_aux());
+    match &aux {
+        Some(a) => check_feedback_shape("feedback_matrix", &weight.dims(), &a.dims())?,
+        None if kernel.needs_aux() => {
+            return Err(FeedbackError::MissingFeedback {
+                layer: "feedback_matrix".to_string(),
+                rule: format!("{:?}", kernel.form),
+            });
+        }
+        None => {}
+    }
+    let (v0, factor) = <Dispatch as FeedbackBackend>::feedback_matrix_parts(
+        weight.into_dispatch(),
+        maybe(aux),
+        kernel,
+    );
+    let v0: Tensor<D> = wrap(v0);
+    Ok(match kernel.scale {
+        ScaleKind::Unit => v0,
+        _ => v0 * wrap::<1>(factor).reshape([1; D]),
+    })
 }

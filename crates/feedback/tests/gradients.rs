@@ -12,7 +12,10 @@ use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
 use burn::tensor::{Device, Distribution, Tensor};
 use common::*;
 use signsym_feedback::layers::*;
-use signsym_feedback::{FeedbackConfig, FeedbackRule, FeedbackScale};
+use signsym_feedback::ops::feedback_matrix;
+use signsym_feedback::{
+    FeedbackConfig, FeedbackForm, FeedbackKernel, FeedbackRule, FeedbackScale, ScaleKind,
+};
 
 const TOL: f32 = 2e-5;
 
@@ -79,9 +82,15 @@ fn check_case<const D: usize, const W: usize>(
         dw: weight.grad(&grads).unwrap(),
         db: bias.grad(&grads).unwrap(),
     };
+    // The same draw again: `feedback_matrix` with W = 1 and unit scale is the mask itself.
     device.seed(7);
-    let mask = (rule == FeedbackRule::BrSf)
-        .then(|| Tensor::<W>::random(weight.shape(), Distribution::Uniform(0.0, 1.0), device));
+    let mask = (rule == FeedbackRule::BrSf).then(|| {
+        let kernel = FeedbackKernel {
+            form: FeedbackForm::RandomMaskedSign(Distribution::Uniform(0.0, 1.0)),
+            scale: ScaleKind::Unit,
+        };
+        feedback_matrix(Tensor::<W>::ones(weight.shape(), device), None, kernel).unwrap()
+    });
     let v = expected_v(rule, scale, weight.clone().detach(), fixed, mask, fans);
 
     // BP through burn's own op.
