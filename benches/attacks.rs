@@ -1,7 +1,11 @@
-//! FGSM and PGD-5 throughput (images per second) on the small MNIST CNN and a narrow CIFAR
-//! ResNet-18, per feedback rule and gradient source, batch 32, Flex.
+//! FGSM and PGD-5 throughput (images per second) on the small MNIST CNN (28×28) and ResNet-18
+//! (torchvision's stem, 32×32), per feedback rule, batch 32, Flex; then the paired ratio of each
+//! rule's attack time to BP's (`support`). Attacks run through `attack_mode`: no weight
+//! gradients, whatever the rule.
 //!
 //! `cargo bench --bench attacks`
+
+mod support;
 
 use burn::tensor::{Device, Distribution, Tensor};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -10,6 +14,28 @@ use signsym::feedback::{FeedbackRule, set_rule};
 use signsym::models::{Backbone, Network, ResNetConfig, SmallCnnConfig, Task};
 
 const BATCH: usize = 32;
+const EPSILON: f64 = 0.03;
+
+/// One attack call on a copy of `network` under `rule`, on a fixed batch.
+fn attacker<M: Backbone>(
+    network: &Network<M>,
+    rule: FeedbackRule,
+    attack: &dyn BoundedAttack,
+    source: GradientSource<'static>,
+    x: &Tensor<4>,
+) -> impl FnMut() -> usize {
+    let mut net = network.duplicate();
+    set_rule(&mut net, rule, 0).expect("rule");
+    let net = attack_mode(net);
+    let labels: Vec<usize> = (0..x.dims()[0]).map(|i| i % 10).collect();
+    let x = x.clone();
+    move || {
+        let out = attack
+            .run(&net, &x, &labels, EPSILON, &source)
+            .expect("attack");
+        out.success.iter().filter(|s| **s).count()
+    }
+}
 
 fn run<M: Backbone>(
     c: &mut Criterion,
@@ -18,39 +44,38 @@ fn run<M: Backbone>(
     shape: [usize; 4],
     device: &Device,
 ) {
-    let mut group = c.benchmark_group(format!("attack/{name}"));
-    group.sample_size(10);
-    group.throughput(Throughput::Elements(BATCH as u64));
     let x = Tensor::<4>::random(shape, Distribution::Uniform(0.0, 1.0), device);
-    let labels: Vec<usize> = (0..BATCH).map(|i| i % 10).collect();
     let pgd = PgdConfig::paper().init().expect("pgd");
     let fgsm = Fgsm::default();
-    for rule in [FeedbackRule::Bp, FeedbackRule::USf, FeedbackRule::BrSf] {
-        let mut net = network.duplicate();
-        set_rule(&mut net, rule, 0).expect("rule");
-        // Attacks need no parameter gradients: untracked parameters skip the weight-gradient
-        // half of every backward.
-        let net = attack_mode(net);
-        for (source, tag) in [
-            (GradientSource::Feedback, "feedback"),
-            (GradientSource::Exact, "exact"),
-        ] {
-            if rule == FeedbackRule::Bp && tag == "exact" {
-                continue;
-            }
-            for attack in [&fgsm as &dyn BoundedAttack, &pgd] {
-                let id = BenchmarkId::new(attack.name(), format!("{}/{tag}", rule.name()));
-                group.bench_function(id, |b| {
-                    b.iter(|| {
-                        attack
-                            .run(&net, &x, &labels, 0.03, &source)
-                            .expect("attack")
-                    })
-                });
-            }
+    let attacks: [&dyn BoundedAttack; 2] = [&fgsm, &pgd];
+    let mut group = c.benchmark_group(format!("attack/{name}"));
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(shape[0] as u64));
+    for attack in attacks {
+        for rule in FeedbackRule::ALL {
+            let mut f = attacker(&network, rule, attack, GradientSource::Feedback, &x);
+            let id = BenchmarkId::new(attack.name(), rule.name());
+            group.bench_function(id, |b| b.iter(&mut f));
         }
+        // The exact gradient of a uSF model: BP's work on the same weights.
+        let mut f = attacker(
+            &network,
+            FeedbackRule::USf,
+            attack,
+            GradientSource::Exact,
+            &x,
+        );
+        let id = BenchmarkId::new(attack.name(), "usf-exact");
+        group.bench_function(id, |b| b.iter(&mut f));
     }
     group.finish();
+    for attack in attacks {
+        support::print_paired(
+            &format!("attack/{name}/{}", attack.name()),
+            support::paired_rounds(10),
+            |rule| attacker(&network, rule, attack, GradientSource::Feedback, &x),
+        );
+    }
 }
 
 fn bench(c: &mut Criterion) {
@@ -59,13 +84,9 @@ fn bench(c: &mut Criterion) {
     let cnn = SmallCnnConfig::new().init(&device).expect("cnn");
     let cnn = Network::new(cnn, Task::classification(10), &device).expect("network");
     run(c, "small_cnn_28", cnn, [BATCH, 1, 28, 28], &device);
-    let resnet = ResNetConfig::resnet18()
-        .with_widths([16, 32, 64, 128])
-        .with_cifar_stem(true)
-        .init(&device)
-        .expect("resnet");
+    let resnet = ResNetConfig::resnet18().init(&device).expect("resnet");
     let resnet = Network::new(resnet, Task::classification(10), &device).expect("network");
-    run(c, "resnet18_narrow_32", resnet, [BATCH, 3, 32, 32], &device);
+    run(c, "resnet18_32", resnet, [BATCH, 3, 32, 32], &device);
 }
 
 criterion_group!(benches, bench);
