@@ -1,9 +1,8 @@
 //! MNIST-style IDX files (optionally gzip-compressed): images `idx3` of `u8` pixels, labels `idx1`.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use crate::open::open_maybe_gz;
+use crate::open::read_maybe_gz;
 use crate::{DataError, ImageDataset};
 
 const IMAGES_MAGIC: u32 = 0x0000_0803;
@@ -59,17 +58,6 @@ pub fn read_idx(
 }
 
 /// The whole file, decompressed if it is gzip (detected by its magic bytes).
-fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
-    let mut out = Vec::new();
-    open_maybe_gz(path)?
-        .read_to_end(&mut out)
-        .map_err(|source| DataError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    Ok(out)
-}
-
 /// Checks the header and the payload length; returns the dimensions and the payload.
 fn parse<'a>(
     path: &Path,

@@ -5,15 +5,26 @@
 
 #![warn(missing_docs)]
 
+mod cifar;
+mod composite;
 mod digits;
 mod error;
 mod idx;
+mod image_folder;
+mod multilabel;
 mod open;
 mod split;
 
+pub use cifar::{CIFAR_SIDE, Cifar100Labels, CifarPart, read_cifar10, read_cifar100};
+pub use composite::{MultiLabelImages, composite_mosaics};
 pub use digits::{DIGITS_CLASSES, DIGITS_SIDE, Digits, read_digits_csv};
 pub use error::DataError;
 pub use idx::read_idx;
+pub use image_folder::{ImageFolder, load_images};
+pub use multilabel::{
+    HashingSplits, MultiLabelList, multi_hot, read_hashing_splits, read_multilabel_list,
+    split_for_hashing,
+};
 pub use split::{Split, train_test_split};
 
 /// A labelled image data set held in memory: `images[i]` has `height × width × channels` values

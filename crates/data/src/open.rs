@@ -23,3 +23,15 @@ pub(crate) fn open_maybe_gz(path: &Path) -> Result<Box<dyn Read>, DataError> {
         Box::new(file)
     })
 }
+
+/// The whole content of `path`, decompressed when it is gzip.
+pub(crate) fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
+    let mut out = Vec::new();
+    open_maybe_gz(path)?
+        .read_to_end(&mut out)
+        .map_err(|source| DataError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    Ok(out)
+}

@@ -1,0 +1,287 @@
+//! Image folders (`root/<class>/<image>`, PNG or JPEG of any size), loaded lazily: opening a
+//! folder lists the files; images are decoded, resized and centre-cropped when a batch asks for
+//! them, in parallel. ImageNet-style folders (and ImageNet-100 for retrieval) use this layout.
+//!
+//! Preprocessing follows torchvision's evaluation transform, scaled to the model's input side
+//! `s`: the shorter side is resized to `round(s · 256 / 224)` (bilinear), then the centre `s × s`
+//! is cropped. Values are RGB in `[0, 1]`; the ImageNet mean/std normalisation belongs to the
+//! model wrapper, not to the data.
+
+use std::path::{Path, PathBuf};
+
+use image::imageops::FilterType;
+use rayon::prelude::*;
+
+use crate::{DataError, ImageDataset};
+
+/// File extensions read as images (case-insensitive).
+const EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
+
+/// An image folder: class names (the sub-directories, sorted) and the image files of each.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageFolder {
+    /// The folder.
+    pub root: PathBuf,
+    /// Class names, sorted; class `i` is `classes[i]`.
+    pub classes: Vec<String>,
+    /// Image files, sorted by class then name.
+    pub paths: Vec<PathBuf>,
+    /// Class of each file.
+    pub labels: Vec<usize>,
+}
+
+impl ImageFolder {
+    /// Lists `root/<class>/<image>`. Files with other extensions are skipped; a root without any
+    /// class directory holding an image is an error.
+    pub fn open(root: impl AsRef<Path>) -> Result<Self, DataError> {
+        let root = root.as_ref().to_path_buf();
+        let mut classes: Vec<String> = read_dir(&root)?
+            .into_iter()
+            .filter(|p| p.is_dir())
+            .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect();
+        classes.sort();
+        let mut folder = ImageFolder {
+            root: root.clone(),
+            classes: Vec::new(),
+            paths: Vec::new(),
+            labels: Vec::new(),
+        };
+        for name in classes {
+            let mut files: Vec<PathBuf> = read_dir(&root.join(&name))?
+                .into_iter()
+                .filter(|p| p.is_file() && is_image(p))
+                .collect();
+            if files.is_empty() {
+                continue;
+            }
+            files.sort();
+            let class = folder.classes.len();
+            folder
+                .labels
+                .extend(std::iter::repeat_n(class, files.len()));
+            folder.paths.extend(files);
+            folder.classes.push(name);
+        }
+        if folder.paths.is_empty() {
+            return Err(DataError::Malformed {
+                path: root,
+                position: "directory".into(),
+                message: "no `<class>/<image>` files (PNG or JPEG) found".into(),
+            });
+        }
+        Ok(folder)
+    }
+
+    /// Number of images.
+    pub fn len(&self) -> usize {
+        self.paths.len()
+    }
+
+    /// Whether the folder holds no images.
+    pub fn is_empty(&self) -> bool {
+        self.paths.is_empty()
+    }
+
+    /// Decodes the images at `indices` (in parallel) into `side × side × 3` RGB images.
+    pub fn load(&self, indices: &[usize], side: usize) -> Result<ImageDataset, DataError> {
+        if let Some(&i) = indices.iter().find(|&&i| i >= self.len()) {
+            return Err(DataError::InvalidSplit(format!(
+                "index {i} beyond the {} images of {}",
+                self.len(),
+                self.root.display()
+            )));
+        }
+        let paths: Vec<&Path> = indices.iter().map(|&i| self.paths[i].as_path()).collect();
+        Ok(ImageDataset {
+            images: load_images(&paths, side)?,
+            labels: indices.iter().map(|&i| self.labels[i]).collect(),
+            channels: 3,
+            height: side,
+            width: side,
+            num_classes: self.classes.len(),
+        })
+    }
+}
+
+fn read_dir(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
+    let io = |source| DataError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    std::fs::read_dir(dir)
+        .map_err(io)?
+        .map(|entry| entry.map(|e| e.path()).map_err(io))
+        .collect()
+}
+
+fn is_image(path: &Path) -> bool {
+    path.extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        .is_some_and(|e| EXTENSIONS.contains(&e.as_str()))
+}
+
+/// Decodes, resizes (shorter side to `round(side · 256 / 224)`), centre-crops to `side × side`
+/// and concatenates the images, in parallel. An unreadable or undecodable file is an error that
+/// names it.
+pub fn load_images(paths: &[&Path], side: usize) -> Result<Vec<f32>, DataError> {
+    if side == 0 {
+        return Err(DataError::InvalidSplit(
+            "image side must be positive".into(),
+        ));
+    }
+    let images: Vec<Vec<f32>> = paths
+        .par_iter()
+        .map(|path| load_image(path, side))
+        .collect::<Result<_, _>>()?;
+    Ok(images.concat())
+}
+
+fn load_image(path: &Path, side: usize) -> Result<Vec<f32>, DataError> {
+    let decoded = image::ImageReader::open(path)
+        .map_err(|source| DataError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .with_guessed_format()
+        .map_err(|source| DataError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .decode()
+        .map_err(|e| DataError::Malformed {
+            path: path.to_path_buf(),
+            position: "image data".into(),
+            message: e.to_string(),
+        })?
+        .to_rgb8();
+    let (w, h) = decoded.dimensions();
+    let short = (side as f64 * 256.0 / 224.0).round().max(side as f64) as u32;
+    let (nw, nh) = if w <= h {
+        (
+            short,
+            ((h as f64 * short as f64 / w as f64).round() as u32).max(short),
+        )
+    } else {
+        (
+            ((w as f64 * short as f64 / h as f64).round() as u32).max(short),
+            short,
+        )
+    };
+    let resized = image::imageops::resize(&decoded, nw, nh, FilterType::Triangle);
+    let side32 = side as u32;
+    let (x0, y0) = ((nw - side32) / 2, (nh - side32) / 2);
+    let mut out = Vec::with_capacity(side * side * 3);
+    for y in y0..y0 + side32 {
+        for x in x0..x0 + side32 {
+            out.extend(
+                resized
+                    .get_pixel(x, y)
+                    .0
+                    .iter()
+                    .map(|&v| f32::from(v) / 255.0),
+            );
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::{Rgb, RgbImage};
+
+    fn solid(w: u32, h: u32, colour: [u8; 3]) -> RgbImage {
+        RgbImage::from_pixel(w, h, Rgb(colour))
+    }
+
+    #[test]
+    fn lists_classes_and_loads_resized_crops() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for class in ["dog", "cat", "empty"] {
+            std::fs::create_dir(root.join(class)).unwrap();
+        }
+        solid(40, 20, [255, 0, 0])
+            .save(root.join("cat/b.png"))
+            .unwrap();
+        solid(9, 30, [0, 128, 255])
+            .save(root.join("cat/a.JPG"))
+            .unwrap();
+        solid(16, 16, [10, 20, 30])
+            .save(root.join("dog/x.png"))
+            .unwrap();
+        std::fs::write(root.join("dog/notes.txt"), "not an image").unwrap();
+        std::fs::write(root.join("stray.png"), "a file at the root").unwrap();
+
+        let folder = ImageFolder::open(root).unwrap();
+        assert_eq!(folder.classes, vec!["cat", "dog"]);
+        assert_eq!(folder.labels, vec![0, 0, 1]);
+        assert!(folder.paths[0].ends_with("cat/a.JPG"));
+
+        let data = folder.load(&[1, 2, 0], 8).unwrap();
+        assert_eq!(
+            (data.len(), data.height, data.width, data.channels),
+            (3, 8, 8, 3)
+        );
+        assert_eq!(data.labels, vec![0, 1, 0]);
+        // A solid image stays solid through resizing and cropping (JPEG only approximately).
+        let red = data.image(0);
+        assert!(red.chunks(3).all(|p| p == [1.0, 0.0, 0.0]), "{red:?}");
+        let dark = data.image(1);
+        assert!(
+            dark.chunks(3)
+                .all(|p| p == [10.0 / 255.0, 20.0 / 255.0, 30.0 / 255.0])
+        );
+        let blue = data.image(2);
+        assert!(
+            blue.chunks(3)
+                .all(|p| (p[2] - 1.0).abs() < 0.05 && p[0] < 0.05)
+        );
+        assert!(folder.load(&[3], 8).is_err());
+    }
+
+    #[test]
+    fn centre_crop_keeps_the_middle() {
+        // A horizontal ramp, value 8·x at column x of a 30 × 10 image. The shorter side goes to
+        // round(4 · 256 / 224) = 5 (30 × 10 → 15 × 5); output column x averages source columns
+        // around 2x + 0.5, where the ramp is 8·(2x + 0.5); the 4 × 4 crop starts at column 5.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("c")).unwrap();
+        let img = RgbImage::from_fn(30, 10, |x, _| Rgb([(8 * x) as u8; 3]));
+        img.save(dir.path().join("c/i.png")).unwrap();
+        let data = ImageFolder::open(dir.path())
+            .unwrap()
+            .load(&[0], 4)
+            .unwrap();
+        for y in 0..4 {
+            for x in 0..4 {
+                let got = data.images[(y * 4 + x) * 3] * 255.0;
+                let want = 8.0 * (2.0 * (x + 5) as f32 + 0.5);
+                assert!((got - want).abs() <= 2.0, "({y}, {x}): {got} vs {want}");
+            }
+        }
+    }
+
+    #[test]
+    fn unreadable_images_and_empty_roots_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            ImageFolder::open(dir.path()),
+            Err(DataError::Malformed { .. })
+        ));
+        assert!(matches!(
+            ImageFolder::open(dir.path().join("missing")),
+            Err(DataError::Io { .. })
+        ));
+        std::fs::create_dir(dir.path().join("c")).unwrap();
+        std::fs::write(
+            dir.path().join("c/broken.png"),
+            [0x89, b'P', b'N', b'G', 0, 1, 2],
+        )
+        .unwrap();
+        let folder = ImageFolder::open(dir.path()).unwrap();
+        let text = folder.load(&[0], 8).unwrap_err().to_string();
+        assert!(text.contains("broken.png"), "{text}");
+    }
+}
