@@ -21,6 +21,7 @@ use core::mem::MaybeUninit;
 use rayon::prelude::*;
 
 use crate::backend::{FeedbackForm, FeedbackKernel, ScaleKind};
+use crate::layers::common::sign;
 use crate::splitmix64;
 
 /// Elements per parallel work item (fixed, so sums are reproducible).
@@ -71,18 +72,6 @@ impl Magnitude {
                 mean + std * (-2.0 * u1.ln()).sqrt() * (core::f32::consts::TAU * u2).cos()
             }
         }
-    }
-}
-
-#[inline(always)]
-fn sign(w: f32) -> f32 {
-    // As burn's `sign`: 0 for 0 and NaN.
-    if w > 0.0 {
-        1.0
-    } else if w < 0.0 {
-        -1.0
-    } else {
-        0.0
     }
 }
 

@@ -150,7 +150,9 @@ pub(crate) fn alignment<const D: usize>(
     Ok(cosine(&w, &v))
 }
 
-fn sign(x: f32) -> f32 {
+/// As burn's `sign`: 0 for 0 and NaN (the host alignment and the fused Flex pass share it).
+#[inline(always)]
+pub(crate) fn sign(x: f32) -> f32 {
     if x > 0.0 {
         1.0
     } else if x < 0.0 {
