@@ -17,3 +17,5 @@ pub use signsym_metrics as metrics;
 pub use signsym_models as models;
 
 pub mod digits;
+#[cfg(feature = "study")]
+pub mod study;

@@ -1,0 +1,857 @@
+//! Data sets by name, as the examples take them on the command line: the bundled ones (MNIST,
+//! Fashion-MNIST, the 8×8 digits, held in memory) and the paper's (CIFAR-10/100 in memory;
+//! ImageNet folders and the MS-COCO / NUS-WIDE hashing lists decoded lazily, batch by batch).
+//! Pixels stay in `[0, 1]`; [`InputView`] adapts them to a backbone (channels, size, ImageNet
+//! normalisation) at batch time, so attacks see the same `[0, 1]` box as the data.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use burn::module::Module;
+use burn::tensor::module::interpolate;
+use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use signsym_attacks::AttackModel;
+use signsym_data::{
+    Cifar100Labels, CifarPart, ImageDataset, ImageFolder, MultiLabelList, composite_mosaics,
+    load_images, read_cifar10, read_cifar100, read_digits_csv, read_hashing_splits, read_idx,
+    split_for_hashing, train_test_split,
+};
+use signsym_metrics::LabelSets;
+use signsym_models::{Backbone, BatchSource, ModelError, Network};
+
+use super::error::{StudyError, invalid};
+
+/// A data set the examples know by name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DatasetName {
+    /// MNIST (bundled, `data/mnist-*.gz`).
+    Mnist,
+    /// Fashion-MNIST (bundled, `data/fashion-*.gz`).
+    FashionMnist,
+    /// scikit-learn's 8×8 digits (bundled, `data/sklearn_digits.csv.gz`), split 80/20 by seed.
+    Digits,
+    /// CIFAR-10, binary version (`<data-dir>/cifar-10-batches-bin`).
+    Cifar10,
+    /// CIFAR-100, binary version (`<data-dir>/cifar-100-binary`), fine labels.
+    Cifar100,
+    /// ImageNet: `<data-dir>/train/<class>/*` and `<data-dir>/val/<class>/*`.
+    ImageNet,
+    /// The 100-class ImageNet hashing protocol: DeepHash lists (`train.txt`, `test.txt`,
+    /// `database.txt`, one-hot over 100 classes) with paths relative to `<data-dir>`.
+    ImageNet100,
+    /// MS-COCO hashing lists (80 classes), as ImageNet100.
+    Coco,
+    /// NUS-WIDE hashing lists (21 classes), as ImageNet100.
+    NusWide,
+}
+
+impl DatasetName {
+    /// Every name, as the command line spells them.
+    pub const ALL: [&'static str; 9] = [
+        "mnist",
+        "fashion-mnist",
+        "digits",
+        "cifar10",
+        "cifar100",
+        "imagenet",
+        "imagenet100",
+        "coco",
+        "nus-wide",
+    ];
+
+    /// Whether the data set ships in the repository's `data/`.
+    pub fn is_bundled(self) -> bool {
+        matches!(self, Self::Mnist | Self::FashionMnist | Self::Digits)
+    }
+
+    /// Whether it comes as hashing lists (multi-label: retrieval only).
+    pub fn is_hashing_list(self) -> bool {
+        matches!(self, Self::ImageNet100 | Self::Coco | Self::NusWide)
+    }
+
+    /// Number of classes.
+    pub fn num_classes(self) -> usize {
+        match self {
+            Self::Mnist | Self::FashionMnist | Self::Digits | Self::Cifar10 => 10,
+            Self::Cifar100 | Self::ImageNet100 => 100,
+            Self::ImageNet => 1000,
+            Self::Coco => 80,
+            Self::NusWide => 21,
+        }
+    }
+
+    /// The k of mAP@k in the hashing literature: 1,000 for ImageNet-100, 5,000 otherwise.
+    pub fn map_top_k(self) -> usize {
+        if self == Self::ImageNet100 {
+            1000
+        } else {
+            5000
+        }
+    }
+
+    /// The directory the data set is read from when `--data-dir` is not given.
+    pub fn default_dir(self) -> PathBuf {
+        match self {
+            s if s.is_bundled() => PathBuf::from("data"),
+            Self::Cifar10 => PathBuf::from("data/cifar-10-batches-bin"),
+            Self::Cifar100 => PathBuf::from("data/cifar-100-binary"),
+            other => PathBuf::from(format!("data/{other}")),
+        }
+    }
+}
+
+impl fmt::Display for DatasetName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let i = [
+            Self::Mnist,
+            Self::FashionMnist,
+            Self::Digits,
+            Self::Cifar10,
+            Self::Cifar100,
+            Self::ImageNet,
+            Self::ImageNet100,
+            Self::Coco,
+            Self::NusWide,
+        ]
+        .iter()
+        .position(|d| d == self)
+        .expect("every variant is listed");
+        f.write_str(Self::ALL[i])
+    }
+}
+
+impl serde::Serialize for DatasetName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for DatasetName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        <String as serde::Deserialize>::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+impl FromStr for DatasetName {
+    type Err = StudyError;
+
+    fn from_str(s: &str) -> Result<Self, StudyError> {
+        let all = [
+            Self::Mnist,
+            Self::FashionMnist,
+            Self::Digits,
+            Self::Cifar10,
+            Self::Cifar100,
+            Self::ImageNet,
+            Self::ImageNet100,
+            Self::Coco,
+            Self::NusWide,
+        ];
+        let key = s.to_ascii_lowercase().replace('_', "-");
+        let key = match key.as_str() {
+            "fashion" | "fashionmnist" => "fashion-mnist",
+            "nuswide" => "nus-wide",
+            "ms-coco" | "mscoco" => "coco",
+            "cifar-10" => "cifar10",
+            "cifar-100" => "cifar100",
+            "imagenet-100" => "imagenet100",
+            k => k,
+        };
+        Self::ALL
+            .iter()
+            .position(|&n| n == key)
+            .map(|i| all[i])
+            .ok_or_else(|| {
+                invalid(
+                    "dataset",
+                    s,
+                    &format!("expected one of {}", Self::ALL.join(", ")),
+                )
+            })
+    }
+}
+
+/// Where an [`Images`] set keeps its pixels.
+#[derive(Clone, Debug)]
+enum Pixels {
+    /// Decoded, `height × width × channels` per image, channels last.
+    Memory {
+        values: Vec<f32>,
+        channels: usize,
+        height: usize,
+        width: usize,
+    },
+    /// Image files decoded (resized and centre-cropped to `side`, RGB) when a batch asks.
+    Files { paths: Vec<PathBuf>, side: usize },
+}
+
+/// Labels: one class per image or a label set per image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Labels {
+    /// One class per image.
+    Single(Vec<usize>),
+    /// Classes of each image (multi-label data).
+    Multi(Vec<Vec<usize>>),
+}
+
+/// A labelled image set in memory or on disk.
+#[derive(Clone, Debug)]
+pub struct Images {
+    pixels: Pixels,
+    labels: Labels,
+    num_classes: usize,
+}
+
+impl From<ImageDataset> for Images {
+    fn from(d: ImageDataset) -> Self {
+        Self {
+            pixels: Pixels::Memory {
+                values: d.images,
+                channels: d.channels,
+                height: d.height,
+                width: d.width,
+            },
+            labels: Labels::Single(d.labels),
+            num_classes: d.num_classes,
+        }
+    }
+}
+
+impl From<signsym_data::MultiLabelImages> for Images {
+    fn from(d: signsym_data::MultiLabelImages) -> Self {
+        Self {
+            pixels: Pixels::Memory {
+                values: d.images,
+                channels: d.channels,
+                height: d.height,
+                width: d.width,
+            },
+            labels: Labels::Multi(d.labels),
+            num_classes: d.num_classes,
+        }
+    }
+}
+
+impl Images {
+    /// Image files with label sets, decoded at `side × side` when a batch asks.
+    pub fn from_list(root: &Path, list: &MultiLabelList, side: usize) -> Self {
+        Self {
+            pixels: Pixels::Files {
+                paths: list.paths.iter().map(|p| root.join(p)).collect(),
+                side,
+            },
+            labels: Labels::Multi(list.labels.clone()),
+            num_classes: list.num_classes,
+        }
+    }
+
+    /// An image folder's files with their classes, decoded at `side × side` when a batch asks.
+    pub fn from_folder(folder: &ImageFolder, side: usize) -> Self {
+        Self {
+            pixels: Pixels::Files {
+                paths: folder.paths.clone(),
+                side,
+            },
+            labels: Labels::Single(folder.labels.clone()),
+            num_classes: folder.classes.len(),
+        }
+    }
+
+    /// Number of images.
+    pub fn len(&self) -> usize {
+        match &self.labels {
+            Labels::Single(l) => l.len(),
+            Labels::Multi(l) => l.len(),
+        }
+    }
+
+    /// Whether there are no images.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Number of classes.
+    pub fn num_classes(&self) -> usize {
+        self.num_classes
+    }
+
+    /// The labels.
+    pub fn labels(&self) -> &Labels {
+        &self.labels
+    }
+
+    /// Channels of the stored pixels (3 for decoded files).
+    pub fn channels(&self) -> usize {
+        match &self.pixels {
+            Pixels::Memory { channels, .. } => *channels,
+            Pixels::Files { .. } => 3,
+        }
+    }
+
+    /// Height and width of the stored pixels.
+    pub fn size(&self) -> [usize; 2] {
+        match &self.pixels {
+            Pixels::Memory { height, width, .. } => [*height, *width],
+            Pixels::Files { side, .. } => [*side, *side],
+        }
+    }
+
+    /// The images at `indices`, in that order.
+    pub fn select(&self, indices: &[usize]) -> Result<Self, StudyError> {
+        self.check(indices)?;
+        let pixels = match &self.pixels {
+            Pixels::Memory {
+                values,
+                channels,
+                height,
+                width,
+            } => {
+                let n = channels * height * width;
+                Pixels::Memory {
+                    values: indices
+                        .iter()
+                        .flat_map(|&i| values[i * n..(i + 1) * n].iter().copied())
+                        .collect(),
+                    channels: *channels,
+                    height: *height,
+                    width: *width,
+                }
+            }
+            Pixels::Files { paths, side } => Pixels::Files {
+                paths: indices.iter().map(|&i| paths[i].clone()).collect(),
+                side: *side,
+            },
+        };
+        let labels = match &self.labels {
+            Labels::Single(l) => Labels::Single(indices.iter().map(|&i| l[i]).collect()),
+            Labels::Multi(l) => Labels::Multi(indices.iter().map(|&i| l[i].clone()).collect()),
+        };
+        Ok(Self {
+            pixels,
+            labels,
+            num_classes: self.num_classes,
+        })
+    }
+
+    /// The first `n` images (all of them when `n` is larger).
+    pub fn take(&self, n: usize) -> Result<Self, StudyError> {
+        let n = n.min(self.len());
+        self.select(&(0..n).collect::<Vec<_>>())
+    }
+
+    fn check(&self, indices: &[usize]) -> Result<(), StudyError> {
+        match indices.iter().find(|&&i| i >= self.len()) {
+            Some(i) => Err(invalid(
+                "index",
+                i,
+                &format!("beyond {} images", self.len()),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Pixels of the images at `indices`: `(values, channels, height, width)`, channels last.
+    fn pixels(&self, indices: &[usize]) -> Result<(Vec<f32>, usize, usize, usize), StudyError> {
+        self.check(indices)?;
+        match &self.pixels {
+            Pixels::Memory {
+                values,
+                channels,
+                height,
+                width,
+            } => {
+                let n = channels * height * width;
+                let out = indices
+                    .iter()
+                    .flat_map(|&i| values[i * n..(i + 1) * n].iter().copied())
+                    .collect();
+                Ok((out, *channels, *height, *width))
+            }
+            Pixels::Files { paths, side } => {
+                let chosen: Vec<&Path> = indices.iter().map(|&i| paths[i].as_path()).collect();
+                Ok((load_images(&chosen, *side)?, 3, *side, *side))
+            }
+        }
+    }
+
+    /// Class of each image at `indices`; an error for multi-label data.
+    pub fn classes(&self, indices: &[usize]) -> Result<Vec<usize>, StudyError> {
+        self.check(indices)?;
+        match &self.labels {
+            Labels::Single(l) => Ok(indices.iter().map(|&i| l[i]).collect()),
+            Labels::Multi(_) => Err(invalid(
+                "labels",
+                "multi-label",
+                "single-label classification needs one class per image",
+            )),
+        }
+    }
+
+    /// Multi-hot label rows of the images at `indices` (a one-hot row for single-label data).
+    pub fn multi_hot(&self, indices: &[usize]) -> Result<Vec<f32>, StudyError> {
+        self.check(indices)?;
+        let mut out = vec![0.0f32; indices.len() * self.num_classes];
+        for (row, &i) in indices.iter().enumerate() {
+            let set: &[usize] = match &self.labels {
+                Labels::Single(l) => std::slice::from_ref(&l[i]),
+                Labels::Multi(l) => &l[i],
+            };
+            for &c in set {
+                out[row * self.num_classes + c] = 1.0;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every image's label set, for mAP.
+    pub fn label_sets(&self) -> Result<LabelSets, StudyError> {
+        Ok(match &self.labels {
+            Labels::Single(l) => LabelSets::from_classes(l, self.num_classes)?,
+            Labels::Multi(_) => {
+                let all: Vec<usize> = (0..self.len()).collect();
+                LabelSets::from_multi_hot(&self.multi_hot(&all)?, self.num_classes)?
+            }
+        })
+    }
+}
+
+/// How a backbone sees images: its channels and side, and the normalisation its pre-trained
+/// weights expect. Applied at batch time; attacks wrap the network with the same view
+/// ([`ViewedModel`]) so their budget ε stays in `[0, 1]` pixel units.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InputView {
+    /// Channels the backbone takes (grey images are repeated to 3).
+    pub channels: usize,
+    /// Height and width the backbone takes (images of another size are resized bilinearly).
+    pub side: usize,
+    /// Per-channel mean and standard deviation subtracted and divided (torchvision's ImageNet
+    /// statistics for pre-trained backbones); `None` feeds `[0, 1]` pixels.
+    pub normalize: Option<([f32; 3], [f32; 3])>,
+}
+
+/// torchvision's ImageNet mean and standard deviation.
+pub const IMAGENET_STATS: ([f32; 3], [f32; 3]) = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]);
+
+impl InputView {
+    /// `[0, 1]` pixels of the images at `indices` as `[n, channels, side, side]`.
+    pub fn pixels(
+        &self,
+        images: &Images,
+        indices: &[usize],
+        device: &Device,
+    ) -> Result<Tensor<4>, StudyError> {
+        let (values, channels, height, width) = images.pixels(indices)?;
+        if channels != self.channels && !(channels == 1 && self.channels == 3) {
+            return Err(invalid(
+                "channels",
+                channels,
+                &format!("the backbone takes {} channels", self.channels),
+            ));
+        }
+        let mut x = Tensor::<4>::from_data(
+            TensorData::new(values, [indices.len(), height, width, channels]),
+            device,
+        )
+        .permute([0, 3, 1, 2]);
+        if channels != self.channels {
+            x = x.repeat_dim(1, self.channels);
+        }
+        if [height, width] != [self.side, self.side] {
+            x = interpolate(
+                x,
+                InterpolateOptions::new(InterpolateMode::Bilinear)
+                    .with_output_size([self.side, self.side]),
+            )
+            .clamp(0.0, 1.0);
+        }
+        Ok(x)
+    }
+
+    /// The network input for `[0, 1]` pixels (normalised if the view says so).
+    pub fn prepare(&self, pixels: Tensor<4>) -> Tensor<4> {
+        match self.normalize {
+            None => pixels,
+            Some((mean, std)) => {
+                let device = pixels.device();
+                let c = self.channels;
+                let shape = |v: [f32; 3]| {
+                    let values: Vec<f32> = (0..c).map(|i| v[i.min(2)]).collect();
+                    Tensor::<4>::from_data(TensorData::new(values, [1, c, 1, 1]), &device)
+                };
+                (pixels - shape(mean)) / shape(std)
+            }
+        }
+    }
+}
+
+/// Classification batches (class indices as targets) under a view.
+pub struct ClassBatches<'a> {
+    /// The images.
+    pub images: &'a Images,
+    /// How the backbone sees them.
+    pub view: &'a InputView,
+}
+
+impl BatchSource for ClassBatches<'_> {
+    type Target = Tensor<1, Int>;
+
+    fn len(&self) -> usize {
+        self.images.len()
+    }
+
+    fn batch(
+        &self,
+        indices: &[usize],
+        device: &Device,
+    ) -> Result<(Tensor<4>, Tensor<1, Int>), ModelError> {
+        let data = |e: StudyError| ModelError::Data(e.to_string());
+        let x = self
+            .view
+            .pixels(self.images, indices, device)
+            .map_err(data)?;
+        let classes: Vec<i64> = self
+            .images
+            .classes(indices)
+            .map_err(data)?
+            .into_iter()
+            .map(|c| c as i64)
+            .collect();
+        let y = Tensor::<1, Int>::from_data(TensorData::new(classes, [indices.len()]), device);
+        Ok((self.view.prepare(x), y))
+    }
+}
+
+/// Hashing batches (multi-hot label rows as targets, as HyP² takes them) under a view.
+pub struct HashBatches<'a> {
+    /// The images.
+    pub images: &'a Images,
+    /// How the backbone sees them.
+    pub view: &'a InputView,
+}
+
+impl BatchSource for HashBatches<'_> {
+    type Target = Tensor<2>;
+
+    fn len(&self) -> usize {
+        self.images.len()
+    }
+
+    fn batch(
+        &self,
+        indices: &[usize],
+        device: &Device,
+    ) -> Result<(Tensor<4>, Tensor<2>), ModelError> {
+        let data = |e: StudyError| ModelError::Data(e.to_string());
+        let x = self
+            .view
+            .pixels(self.images, indices, device)
+            .map_err(data)?;
+        let hot = self.images.multi_hot(indices).map_err(data)?;
+        let y = Tensor::<2>::from_data(
+            TensorData::new(hot, [indices.len(), self.images.num_classes()]),
+            device,
+        );
+        Ok((self.view.prepare(x), y))
+    }
+}
+
+/// A network seen through an [`InputView`]: attacks perturb `[0, 1]` pixels and the view's
+/// normalisation is part of the attacked function.
+pub struct ViewedModel<'a> {
+    /// The network (in attack mode).
+    pub model: &'a dyn AttackModel,
+    /// The view.
+    pub view: &'a InputView,
+}
+
+impl AttackModel for ViewedModel<'_> {
+    fn scores(&self, images: Tensor<4>) -> Tensor<2> {
+        self.model.scores(self.view.prepare(images))
+    }
+
+    fn outputs(&self) -> usize {
+        self.model.outputs()
+    }
+
+    fn predict_scores(&self, images: Tensor<4>) -> Tensor<2> {
+        self.model.predict_scores(self.view.prepare(images))
+    }
+}
+
+/// Top-1 accuracy of `network` on `images`, in inference mode without autodiff.
+pub fn accuracy<M: Backbone>(
+    network: &Network<M>,
+    images: &Images,
+    view: &InputView,
+    batch_size: usize,
+) -> Result<f64, StudyError> {
+    if images.is_empty() {
+        return Err(invalid("evaluation set", 0, "is empty"));
+    }
+    let model = network.valid();
+    let device = model.device()?;
+    let indices: Vec<usize> = (0..images.len()).collect();
+    let mut correct = 0usize;
+    for chunk in indices.chunks(batch_size.max(1)) {
+        let x = view.prepare(view.pixels(images, chunk, &device)?);
+        let predicted = model.try_forward(x)?.argmax(1).flatten::<1>(0, 1);
+        let truth = images.classes(chunk)?;
+        let predicted: Vec<i64> = predicted
+            .try_to_vec_as::<i64>()
+            .map_err(|e| invalid("predictions", format!("{e:?}"), "unreadable"))?;
+        correct += predicted
+            .iter()
+            .zip(&truth)
+            .filter(|(p, t)| **p as usize == **t)
+            .count();
+    }
+    Ok(correct as f64 / images.len() as f64)
+}
+
+/// Continuous codes (pre-sign) of every image, row-major `[n, bits]`, inference mode.
+pub fn encode<M: Backbone>(
+    network: &Network<M>,
+    images: &Images,
+    view: &InputView,
+    batch_size: usize,
+) -> Result<Vec<f32>, StudyError> {
+    let model = network.valid();
+    let device = model.device()?;
+    let indices: Vec<usize> = (0..images.len()).collect();
+    let mut codes = Vec::new();
+    for chunk in indices.chunks(batch_size.max(1)) {
+        let x = view.prepare(view.pixels(images, chunk, &device)?);
+        let out = model.try_forward(x)?;
+        codes.extend(
+            out.try_to_vec_as::<f32>()
+                .map_err(|e| invalid("codes", format!("{e:?}"), "unreadable"))?,
+        );
+    }
+    Ok(codes)
+}
+
+/// A classification data set: training and test images.
+#[derive(Clone, Debug)]
+pub struct ClassificationData {
+    /// Training images.
+    pub train: Images,
+    /// Test images (ImageNet: the validation set).
+    pub test: Images,
+}
+
+/// Reads a single-label data set for classification; `side` is the decode size of files
+/// (ImageNet folders), ignored for in-memory sets. `seed` splits the digits.
+pub fn load_classification(
+    name: DatasetName,
+    dir: &Path,
+    side: usize,
+    seed: u64,
+) -> Result<ClassificationData, StudyError> {
+    let idx = |prefix: &str, part: &str| {
+        read_idx(
+            dir.join(format!("{prefix}-{part}-images-idx3-ubyte.gz")),
+            dir.join(format!("{prefix}-{part}-labels-idx1-ubyte.gz")),
+            10,
+        )
+    };
+    let (train, test): (Images, Images) = match name {
+        DatasetName::Mnist => (idx("mnist", "train")?.into(), idx("mnist", "t10k")?.into()),
+        DatasetName::FashionMnist => (
+            idx("fashion", "train")?.into(),
+            idx("fashion", "t10k")?.into(),
+        ),
+        DatasetName::Digits => {
+            let all = read_digits_csv(dir.join("sklearn_digits.csv.gz"))?;
+            let split = train_test_split(&all, 0.2, seed)?;
+            (split.train.into(), split.test.into())
+        }
+        DatasetName::Cifar10 => (
+            read_cifar10(dir, CifarPart::Train)?.into(),
+            read_cifar10(dir, CifarPart::Test)?.into(),
+        ),
+        DatasetName::Cifar100 => (
+            read_cifar100(dir, CifarPart::Train, Cifar100Labels::Fine)?.into(),
+            read_cifar100(dir, CifarPart::Test, Cifar100Labels::Fine)?.into(),
+        ),
+        DatasetName::ImageNet => {
+            let train = ImageFolder::open(dir.join("train"))?;
+            let val = ImageFolder::open(dir.join("val"))?;
+            if train.classes != val.classes {
+                return Err(invalid(
+                    "data-dir",
+                    dir.display(),
+                    "train/ and val/ hold different class folders",
+                ));
+            }
+            (
+                Images::from_folder(&train, side),
+                Images::from_folder(&val, side),
+            )
+        }
+        other => {
+            return Err(invalid(
+                "dataset",
+                other,
+                "is a multi-label hashing list: use it for retrieval (table2, figure3)",
+            ));
+        }
+    };
+    Ok(ClassificationData { train, test })
+}
+
+/// A retrieval data set: training images, queries and the database they are ranked against.
+#[derive(Clone, Debug)]
+pub struct RetrievalData {
+    /// Training images.
+    pub train: Images,
+    /// Queries.
+    pub query: Images,
+    /// Database.
+    pub database: Images,
+}
+
+/// Reads a retrieval data set. Hashing lists come with their DeepHash split when `data-dir`
+/// holds `train.txt`, `test.txt` and `database.txt`, or are split from `all.txt` with `seed`
+/// (`queries` queries, `train` training entries from the database). Single-label sets use their
+/// test set's first `queries` images as queries and the training set as database; `mosaics`
+/// instead turns them into that many 2×2 multi-label mosaics (labels: the union) before the
+/// split, so retrieval is scored on label sets as for MS-COCO.
+pub fn load_retrieval(
+    name: DatasetName,
+    dir: &Path,
+    side: usize,
+    queries: usize,
+    train: usize,
+    mosaics: Option<usize>,
+    seed: u64,
+) -> Result<RetrievalData, StudyError> {
+    if name.is_hashing_list() {
+        let classes = name.num_classes();
+        let splits = if dir.join("database.txt").exists() {
+            read_hashing_splits(dir, classes)?
+        } else {
+            let all = signsym_data::read_multilabel_list(dir.join("all.txt"), classes)?;
+            split_for_hashing(&all, queries, train, seed)?
+        };
+        return Ok(RetrievalData {
+            train: Images::from_list(dir, &splits.train, side),
+            query: Images::from_list(dir, &splits.query, side),
+            database: Images::from_list(dir, &splits.database, side),
+        });
+    }
+    let data = load_classification(name, dir, side, seed)?;
+    match mosaics {
+        None => Ok(RetrievalData {
+            train: data.train.take(train)?,
+            query: data.test.take(queries)?,
+            database: data.train,
+        }),
+        Some(count) => {
+            let as_dataset = |images: &Images| -> Result<ImageDataset, StudyError> {
+                let all: Vec<usize> = (0..images.len()).collect();
+                let (values, channels, height, width) = images.pixels(&all)?;
+                Ok(ImageDataset {
+                    images: values,
+                    labels: images.classes(&all)?,
+                    channels,
+                    height,
+                    width,
+                    num_classes: images.num_classes(),
+                })
+            };
+            let database: Images =
+                composite_mosaics(&as_dataset(&data.train)?, count, seed)?.into();
+            let query: Images =
+                composite_mosaics(&as_dataset(&data.test)?, queries, seed ^ 0x9e37)?.into();
+            Ok(RetrievalData {
+                train: database.take(train)?,
+                query,
+                database,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny() -> Images {
+        ImageDataset {
+            images: (0..3 * 4).map(|v| v as f32 / 12.0).collect(),
+            labels: vec![2, 0, 1],
+            channels: 1,
+            height: 2,
+            width: 2,
+            num_classes: 3,
+        }
+        .into()
+    }
+
+    #[test]
+    fn names_parse_and_print_back() {
+        for name in DatasetName::ALL {
+            let parsed: DatasetName = name.parse().unwrap();
+            assert_eq!(parsed.to_string(), name);
+        }
+        assert_eq!(
+            "NUS_WIDE".parse::<DatasetName>().unwrap(),
+            DatasetName::NusWide
+        );
+        let err = "svhn".parse::<DatasetName>().unwrap_err().to_string();
+        assert!(err.contains("svhn") && err.contains("cifar10"), "{err}");
+    }
+
+    #[test]
+    fn view_repeats_grey_resizes_and_normalises() {
+        let device = Device::flex();
+        let images = tiny();
+        let view = InputView {
+            channels: 3,
+            side: 4,
+            normalize: Some(IMAGENET_STATS),
+        };
+        let x = view.pixels(&images, &[1], &device).unwrap();
+        assert_eq!(x.dims(), [1, 3, 4, 4]);
+        let v = x.clone().try_to_vec_as::<f32>().unwrap();
+        // Bilinear with aligned corners keeps the corner pixels: image 1 is 4/12 … 7/12.
+        assert!((v[0] - 4.0 / 12.0).abs() < 1e-6 && (v[15] - 7.0 / 12.0).abs() < 1e-6);
+        assert_eq!(&v[0..16], &v[16..32], "grey repeated to every channel");
+        let n = view.prepare(x).try_to_vec_as::<f32>().unwrap();
+        assert!((n[16] - (4.0 / 12.0 - 0.456) / 0.224).abs() < 1e-5);
+        let wrong = InputView {
+            channels: 2,
+            side: 2,
+            normalize: None,
+        };
+        assert!(wrong.pixels(&images, &[0], &device).is_err());
+        assert!(view.pixels(&images, &[3], &device).is_err());
+    }
+
+    #[test]
+    fn labels_as_classes_multi_hot_and_sets() {
+        let images = tiny().select(&[2, 0]).unwrap();
+        assert_eq!(images.classes(&[0, 1]).unwrap(), vec![1, 2]);
+        assert_eq!(images.multi_hot(&[1]).unwrap(), vec![0.0, 0.0, 1.0]);
+        let multi: Images = signsym_data::MultiLabelImages {
+            images: vec![0.0; 8],
+            labels: vec![vec![0, 2], vec![1]],
+            channels: 1,
+            height: 2,
+            width: 2,
+            num_classes: 3,
+        }
+        .into();
+        assert_eq!(
+            multi.multi_hot(&[0, 1]).unwrap(),
+            vec![1.0, 0.0, 1.0, 0.0, 1.0, 0.0]
+        );
+        assert!(multi.classes(&[0]).is_err());
+        let sets = multi.label_sets().unwrap();
+        assert!(!sets.shares_label(0, &sets, 1));
+    }
+}

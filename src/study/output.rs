@@ -1,0 +1,232 @@
+//! Results as files: one long-format row per number (CSV and JSON carry the same rows), atomic
+//! writes, and a plain-text table for the terminal.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use signsym_metrics::RobustnessCurve;
+
+use super::error::{StudyError, io};
+
+/// One measured number with everything that identifies it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ResultRow {
+    /// The backbone (`small_cnn`, `resnet18`, …).
+    pub backbone: String,
+    /// The data set the number was measured on.
+    pub dataset: String,
+    /// The fine-tuning rule (`bp`, `usf`, …).
+    pub rule: String,
+    /// What the value is: `accuracy`, `robust_accuracy`, `map@k`, `robust_map@k`.
+    pub metric: String,
+    /// The attack (`none` for clean numbers).
+    pub attack: String,
+    /// Where the attack's gradient came from (`none`, `feedback`, `exact`, `decision`).
+    pub source: String,
+    /// The L∞ budget (0 for clean numbers).
+    pub epsilon: f64,
+    /// The number.
+    pub value: f64,
+    /// How many samples (images or queries) it averages.
+    pub samples: usize,
+    /// Lower end of its 95 % interval (Wilson for accuracies, bootstrap for robust mAP; none
+    /// for clean mAP).
+    pub ci_low: Option<f64>,
+    /// Upper end of its 95 % interval.
+    pub ci_high: Option<f64>,
+}
+
+impl ResultRow {
+    /// The rows of one robustness curve.
+    pub fn from_curve(
+        curve: &RobustnessCurve,
+        backbone: &str,
+        dataset: &str,
+        rule: &str,
+        attack: &str,
+        source: &str,
+    ) -> Vec<Self> {
+        let metric = match curve.metric {
+            signsym_metrics::RobustMetric::Accuracy => "robust_accuracy".to_string(),
+            signsym_metrics::RobustMetric::MapAtK(Some(k)) => format!("robust_map@{k}"),
+            signsym_metrics::RobustMetric::MapAtK(None) => "robust_map@all".to_string(),
+        };
+        curve
+            .points
+            .iter()
+            .map(|p| Self {
+                backbone: backbone.into(),
+                dataset: dataset.into(),
+                rule: rule.into(),
+                metric: metric.clone(),
+                attack: attack.into(),
+                source: source.into(),
+                epsilon: p.epsilon,
+                value: p.value,
+                samples: p.samples,
+                ci_low: Some(p.ci_low),
+                ci_high: Some(p.ci_high),
+            })
+            .collect()
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename, so a reader (or a resumed
+/// run) never sees half a file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StudyError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".partial");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, bytes).map_err(io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io(path))
+}
+
+/// Serialises `value` as pretty JSON to `path`, atomically.
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StudyError> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| StudyError::Format {
+        path: path.into(),
+        message: e.to_string(),
+    })?;
+    write_atomic(path, text.as_bytes())
+}
+
+/// Reads JSON written by [`write_json`]; `Ok(None)` when the file does not exist.
+pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, StudyError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| StudyError::Format {
+                path: path.into(),
+                message: e.to_string(),
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io(path)(e)),
+    }
+}
+
+/// Writes rows as CSV (a header, then one line per row), atomically.
+pub fn write_csv(path: &Path, rows: &[ResultRow]) -> Result<(), StudyError> {
+    let format = |e: csv::Error| StudyError::Format {
+        path: path.into(),
+        message: e.to_string(),
+    };
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    for row in rows {
+        writer.serialize(row).map_err(format)?;
+    }
+    let bytes = writer.into_inner().map_err(|e| StudyError::Format {
+        path: path.into(),
+        message: e.to_string(),
+    })?;
+    write_atomic(path, &bytes)
+}
+
+/// Reads rows written by [`write_csv`].
+pub fn read_csv(path: &Path) -> Result<Vec<ResultRow>, StudyError> {
+    let mut reader = csv::Reader::from_path(path).map_err(|e| StudyError::Format {
+        path: path.into(),
+        message: e.to_string(),
+    })?;
+    reader
+        .deserialize()
+        .collect::<Result<Vec<ResultRow>, _>>()
+        .map_err(|e| StudyError::Format {
+            path: path.into(),
+            message: e.to_string(),
+        })
+}
+
+/// A plain-text table with right-aligned columns (the first left-aligned).
+pub fn text_table(header: &[String], rows: &[Vec<String>]) -> String {
+    let columns = header.len();
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let line = |out: &mut String, cells: &[String]| {
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            let pad = w - cell.chars().count();
+            if i == 0 {
+                let _ = write!(out, "{cell}{}", " ".repeat(pad));
+            } else {
+                let _ = write!(out, "  {}{cell}", " ".repeat(pad));
+            }
+        }
+        out.push('\n');
+    };
+    line(&mut out, header);
+    let rule: usize = widths.iter().sum::<usize>() + 2 * columns.saturating_sub(1);
+    out.push_str(&"-".repeat(rule));
+    out.push('\n');
+    for row in rows {
+        line(&mut out, row);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(value: f64) -> ResultRow {
+        ResultRow {
+            backbone: "small_cnn".into(),
+            dataset: "fashion-mnist".into(),
+            rule: "usf".into(),
+            metric: "robust_accuracy".into(),
+            attack: "pgd-5".into(),
+            source: "exact".into(),
+            epsilon: 0.1,
+            value,
+            samples: 250,
+            ci_low: Some(value * 0.9),
+            ci_high: None,
+        }
+    }
+
+    #[test]
+    fn csv_round_trips_every_bit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.csv");
+        let rows = vec![row(0.1 + 0.2), row(1.0 / 3.0), row(0.0)];
+        write_csv(&path, &rows).unwrap();
+        assert_eq!(read_csv(&path).unwrap(), rows);
+        assert!(!dir.path().join("r.csv.partial").exists());
+    }
+
+    #[test]
+    fn corrupt_json_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.json");
+        std::fs::write(&path, "{ not json").unwrap();
+        let err = read_json::<Vec<ResultRow>>(&path).unwrap_err().to_string();
+        assert!(err.contains("x.json"), "{err}");
+        assert!(
+            read_json::<Vec<ResultRow>>(&dir.path().join("missing.json"))
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn table_aligns_columns() {
+        let t = text_table(
+            &["rule".into(), "acc".into()],
+            &[
+                vec!["bp".into(), "0.9".into()],
+                vec!["brsf".into(), "0.875".into()],
+            ],
+        );
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines[0], "rule    acc");
+        assert_eq!(lines[2], "bp      0.9");
+        assert_eq!(lines[3], "brsf  0.875");
+    }
+}

@@ -1,0 +1,1123 @@
+//! The paper's tables and figures (arXiv 2502.05925) as functions behind the example binaries:
+//! the command-line settings they share ([`PaperArgs`]), a fine-tuned network per rule
+//! (checkpointed, resumable), and one function per table or figure. Every function merges its
+//! rows into `<out>/results.csv` and `results.json` (keyed by backbone, data set, rule, metric,
+//! attack, source and ε), so runs for several backbones or data sets into one directory build up
+//! the whole table.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+use signsym_attacks::{
+    BoundaryAttackConfig, Fgsm, GradientSource, Hag, HagConfig, HashDatabase, HopSkipJumpConfig,
+    InputBox, Norm, PAPER_EPSILONS, PgdConfig, RobustnessSuite, Sdha, SdhaConfig, attack_mode,
+    robust_map,
+};
+use signsym_feedback::FeedbackRule;
+use signsym_losses::{CrossEntropyConfig, HyP2Config};
+use signsym_metrics::{MapConfig, PackedCodes, map_at_k};
+use signsym_models::{
+    AlexNetConfig, Backbone, FineTuneConfig, LoadScope, ModelError, Network, ResNetConfig,
+    SmallCnnConfig, Task, TorchvisionWeights, Vgg16Config, fine_tune,
+};
+
+use super::datasets::{
+    ClassBatches, DatasetName, HashBatches, IMAGENET_STATS, Images, InputView, ViewedModel,
+    accuracy, encode, load_classification, load_retrieval,
+};
+use super::device::DeviceChoice;
+use super::error::{StudyError, invalid};
+use super::output::{ResultRow, read_json, text_table, write_csv, write_json};
+use super::plot::plot_panels;
+use super::robust_finetune::source_name;
+use super::summary::{robustness_panels, robustness_tables};
+
+/// A backbone by name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackboneName {
+    /// torchvision's AlexNet.
+    Alexnet,
+    /// torchvision's VGG-16.
+    Vgg16,
+    /// torchvision's ResNet-18.
+    Resnet18,
+    /// The small CNN of the bundled-data runs (no torchvision weights).
+    SmallCnn,
+}
+
+impl BackboneName {
+    fn key(self) -> &'static str {
+        match self {
+            Self::Alexnet => "alexnet",
+            Self::Vgg16 => "vgg16",
+            Self::Resnet18 => "resnet18",
+            Self::SmallCnn => "small_cnn",
+        }
+    }
+}
+
+/// The settings every paper example takes.
+#[derive(Clone, Debug, clap::Args, Serialize, Deserialize)]
+pub struct PaperArgs {
+    /// The backbone (`small-cnn` is for the bundled data).
+    #[arg(long, value_enum, default_value = "resnet18")]
+    pub backbone: BackboneName,
+    /// torchvision weights (`.pth` or safetensors) of the backbone; without them the backbone is
+    /// pre-trained here with BP on `--pretrain-dataset`.
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// The data set: mnist, fashion-mnist, digits (bundled), cifar10, cifar100, imagenet,
+    /// imagenet100, coco, nus-wide.
+    #[arg(long, default_value = "cifar10", value_parser = parse_dataset)]
+    pub dataset: DatasetName,
+    /// Where the data set is (default: `data/` for bundled sets, `data/<name>` otherwise).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// BP pre-training data when no `--weights` are given (bundled data only).
+    #[arg(long, default_value = "mnist", value_parser = parse_dataset)]
+    pub pretrain_dataset: DatasetName,
+    /// Images for BP pre-training.
+    #[arg(long, default_value_t = 12_000)]
+    pub pretrain_examples: usize,
+    /// Pre-training epochs and learning rate.
+    #[arg(long, default_value_t = 1)]
+    pub pretrain_epochs: usize,
+    /// Pre-training learning rate.
+    #[arg(long, default_value_t = 2e-3)]
+    pub pretrain_lr: f64,
+    /// Comma-separated rules among bp, usf, frsf, brsf, fa.
+    #[arg(long, default_value = "bp,usf,frsf,brsf,fa", value_delimiter = ',')]
+    pub rules: Vec<FeedbackRule>,
+    /// Fine-tuning epochs.
+    #[arg(long, default_value_t = 10)]
+    pub epochs: usize,
+    /// Batch size.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Learning rate of the backbone.
+    #[arg(long, default_value_t = 1e-5)]
+    pub backbone_lr: f64,
+    /// Learning rate of the new head (and of HyP²'s proxies).
+    #[arg(long, default_value_t = 1e-4)]
+    pub head_lr: f64,
+    /// Training images used (default: all).
+    #[arg(long)]
+    pub train_examples: Option<usize>,
+    /// Test images (classification) or queries (retrieval) scored (default: all; retrieval
+    /// splits generated from a seed draw this many queries, default 5,000).
+    #[arg(long)]
+    pub test_examples: Option<usize>,
+    /// Database images for retrieval on single-label data (default: the training set).
+    #[arg(long)]
+    pub database_examples: Option<usize>,
+    /// Input side of the backbone (default: the data's own, at least the backbone's minimum;
+    /// 224 for image files).
+    #[arg(long)]
+    pub image_size: Option<usize>,
+    /// Seed of every random draw.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// `cpu`, `wgpu` or `cuda` (the last two need their cargo feature).
+    #[arg(long, default_value = "cpu", value_parser = parse_device)]
+    pub device: DeviceChoice,
+    /// Output directory (default: `out/<example>`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// No progress bars.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+fn parse_dataset(s: &str) -> Result<DatasetName, String> {
+    s.parse().map_err(|e: StudyError| e.to_string())
+}
+
+fn parse_device(s: &str) -> Result<DeviceChoice, String> {
+    s.parse().map_err(|e: StudyError| e.to_string())
+}
+
+impl PaperArgs {
+    fn data_dir(&self, name: DatasetName) -> PathBuf {
+        match (&self.data_dir, name == self.dataset) {
+            (Some(dir), true) => dir.clone(),
+            _ => name.default_dir(),
+        }
+    }
+
+    fn out(&self, example: &str) -> PathBuf {
+        self.out
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("out/{example}")))
+    }
+
+    fn validate(&self) -> Result<(), StudyError> {
+        if self.rules.is_empty() {
+            return Err(invalid("rules", "[]", "name at least one rule"));
+        }
+        if self.batch_size == 0 {
+            return Err(invalid("batch-size", 0, "must be at least 1"));
+        }
+        if self.weights.is_some() && self.backbone == BackboneName::SmallCnn {
+            return Err(invalid(
+                "weights",
+                "given",
+                "the small CNN has no torchvision weights",
+            ));
+        }
+        if self.weights.is_none() && !self.pretrain_dataset.is_bundled() {
+            return Err(invalid(
+                "pretrain-dataset",
+                self.pretrain_dataset,
+                "pre-training here uses a bundled data set; give --weights for ImageNet ones",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The fine-tuning settings for `rule`, checkpointing under `dir`.
+    fn fine_tune_config(&self, rule: FeedbackRule, dir: PathBuf) -> FineTuneConfig {
+        FineTuneConfig::new()
+            .with_rule(Some(rule))
+            .with_backbone_lr(self.backbone_lr)
+            .with_head_lr(self.head_lr)
+            .with_epochs(self.epochs)
+            .with_batch_size(self.batch_size)
+            .with_seed(self.seed)
+            .with_recalibrate_batches(if self.backbone == BackboneName::Resnet18 {
+                20
+            } else {
+                0
+            })
+            .with_progress(!self.quiet)
+            .with_checkpoint_dir(Some(dir))
+    }
+}
+
+/// What a study does with each backbone type: generic code the examples run through
+/// [`with_backbone`].
+trait Study {
+    type Output;
+    fn run<M: Backbone>(
+        self,
+        start: Network<M>,
+        view: InputView,
+    ) -> Result<Self::Output, StudyError>;
+}
+
+/// Builds the backbone `args` name with a classification head of `classes` outputs, loads the
+/// torchvision weights or pre-trains it with BP on the bundled pre-training set, and hands it
+/// to `study` with the input view it needs.
+fn with_backbone<S: Study>(
+    args: &PaperArgs,
+    data_channels: usize,
+    data_side: usize,
+    out: &std::path::Path,
+    device: &Device,
+    study: S,
+) -> Result<S::Output, StudyError> {
+    let pretrained = args.weights.is_some();
+    let channels = if pretrained { 3 } else { data_channels };
+    let min = match args.backbone {
+        BackboneName::Alexnet => 63,
+        BackboneName::Vgg16 => 32,
+        BackboneName::Resnet18 => 32,
+        BackboneName::SmallCnn => 4,
+    };
+    let side = args.image_size.unwrap_or(data_side.max(min));
+    if args.backbone == BackboneName::SmallCnn && !side.is_multiple_of(4) {
+        return Err(invalid(
+            "image-size",
+            side,
+            "the small CNN needs a multiple of 4",
+        ));
+    }
+    let view = InputView {
+        channels,
+        side,
+        normalize: pretrained.then_some(IMAGENET_STATS),
+    };
+    device.seed(args.seed);
+    match args.backbone {
+        BackboneName::Alexnet => {
+            let b = AlexNetConfig::new()
+                .with_in_channels(channels)
+                .init(device)?;
+            study.run(prepare(args, b, &view, out, device)?, view)
+        }
+        BackboneName::Vgg16 => {
+            let b = Vgg16Config::new().with_in_channels(channels).init(device)?;
+            study.run(prepare(args, b, &view, out, device)?, view)
+        }
+        BackboneName::Resnet18 => {
+            // Without ImageNet weights, small images keep their resolution (CIFAR stem).
+            let b = ResNetConfig::resnet18()
+                .with_in_channels(channels)
+                .with_cifar_stem(!pretrained && side < 64)
+                .init(device)?;
+            study.run(prepare(args, b, &view, out, device)?, view)
+        }
+        BackboneName::SmallCnn => {
+            let b = SmallCnnConfig::new()
+                .with_in_channels(channels)
+                .with_side(side)
+                .init(device)?;
+            study.run(prepare(args, b, &view, out, device)?, view)
+        }
+    }
+}
+
+/// The BP starting point: torchvision's weights, or BP pre-training on a bundled set
+/// (checkpointed under `<out>/checkpoints/<backbone>-pretrain-<dataset>`).
+fn prepare<M: Backbone>(
+    args: &PaperArgs,
+    backbone: M,
+    view: &InputView,
+    out: &std::path::Path,
+    device: &Device,
+) -> Result<Network<M>, StudyError> {
+    let classes = args.pretrain_dataset.num_classes();
+    let mut network = Network::new(backbone, Task::classification(classes), device)?;
+    if let Some(path) = &args.weights {
+        let report = TorchvisionWeights::new(path).load_into(&mut network, LoadScope::Backbone)?;
+        println!("{}: {} tensors loaded", path.display(), report.loaded.len());
+        return Ok(network);
+    }
+    let name = args.pretrain_dataset;
+    let data = load_classification(name, &args.data_dir(name), view.side, args.seed)?;
+    let train = data.train.take(args.pretrain_examples)?;
+    println!(
+        "BP pre-training of {} on {} {name} images",
+        args.backbone.key(),
+        train.len()
+    );
+    let config = FineTuneConfig::pretraining(args.pretrain_lr)
+        .with_epochs(args.pretrain_epochs)
+        .with_batch_size(args.batch_size)
+        .with_seed(args.seed)
+        .with_progress(!args.quiet)
+        .with_recalibrate_batches(if args.backbone == BackboneName::Resnet18 {
+            20
+        } else {
+            0
+        })
+        .with_checkpoint_dir(Some(out.join(format!(
+            "checkpoints/{}-pretrain-{name}",
+            args.backbone.key()
+        ))));
+    let ce = CrossEntropyConfig::new().init(device)?;
+    let pre = fine_tune(
+        network,
+        ce,
+        &ClassBatches {
+            images: &train,
+            view,
+        },
+        None,
+        &config,
+        None,
+    )
+    .map_err(|e| match e {
+        ModelError::Interrupted { .. } => StudyError::Interrupted { out: out.into() },
+        other => other.into(),
+    })?;
+    Ok(pre.network)
+}
+
+fn interrupted(out: &std::path::Path) -> impl Fn(ModelError) -> StudyError + '_ {
+    move |e| match e {
+        ModelError::Interrupted { .. } => StudyError::Interrupted { out: out.into() },
+        other => other.into(),
+    }
+}
+
+/// Merges `rows` into `<out>/results.csv` and `results.json` (a new row replaces an old one with
+/// the same key) and returns all rows.
+fn merge_rows(
+    out: &std::path::Path,
+    args: &PaperArgs,
+    rows: Vec<ResultRow>,
+) -> Result<Vec<ResultRow>, StudyError> {
+    #[derive(Serialize, Deserialize)]
+    struct Results {
+        settings: Vec<PaperArgs>,
+        rows: Vec<ResultRow>,
+    }
+    let json = out.join("results.json");
+    let mut all = read_json::<Results>(&json)?.unwrap_or(Results {
+        settings: Vec::new(),
+        rows: Vec::new(),
+    });
+    let key = |r: &ResultRow| {
+        (
+            r.backbone.clone(),
+            r.dataset.clone(),
+            r.rule.clone(),
+            r.metric.clone(),
+            r.attack.clone(),
+            r.source.clone(),
+            r.epsilon.to_bits(),
+        )
+    };
+    all.rows
+        .retain(|old| !rows.iter().any(|new| key(new) == key(old)));
+    all.rows.extend(rows);
+    all.settings.push(args.clone());
+    write_csv(&out.join("results.csv"), &all.rows)?;
+    write_json(&json, &all)?;
+    Ok(all.rows)
+}
+
+/// A row of a clean metric.
+fn clean_row(
+    args: &PaperArgs,
+    rule: FeedbackRule,
+    metric: String,
+    value: f64,
+    samples: usize,
+) -> ResultRow {
+    let interval = if metric == "accuracy" {
+        signsym_metrics::wilson_interval((value * samples as f64).round() as usize, samples, 0.95)
+            .ok()
+    } else {
+        None
+    };
+    ResultRow {
+        backbone: args.backbone.key().into(),
+        dataset: args.dataset.to_string(),
+        rule: rule.to_string(),
+        metric,
+        attack: "none".into(),
+        source: "none".into(),
+        epsilon: 0.0,
+        value,
+        samples,
+        ci_low: interval.map(|i| i.0),
+        ci_high: interval.map(|i| i.1),
+    }
+}
+
+/// The clean rows of one metric as a table: a line per backbone × data set, a column per rule.
+fn clean_table(rows: &[ResultRow], metric_prefix: &str) -> String {
+    let chosen: Vec<&ResultRow> = rows
+        .iter()
+        .filter(|r| r.attack == "none" && r.metric.starts_with(metric_prefix))
+        .collect();
+    let mut rules: Vec<String> = Vec::new();
+    let mut lines: Vec<(String, String, String)> = Vec::new();
+    for r in &chosen {
+        if !rules.contains(&r.rule) {
+            rules.push(r.rule.clone());
+        }
+        let line = (r.backbone.clone(), r.dataset.clone(), r.metric.clone());
+        if !lines.contains(&line) {
+            lines.push(line);
+        }
+    }
+    let header: Vec<String> = ["backbone / dataset / metric".to_string()]
+        .into_iter()
+        .chain(rules.iter().cloned())
+        .collect();
+    let body: Vec<Vec<String>> = lines
+        .iter()
+        .map(|(b, d, m)| {
+            std::iter::once(format!("{b} / {d} / {m}"))
+                .chain(rules.iter().map(|rule| {
+                    chosen
+                        .iter()
+                        .find(|r| {
+                            &r.backbone == b && &r.dataset == d && &r.metric == m && &r.rule == rule
+                        })
+                        .map_or("-".into(), |r| format!("{:.4}", r.value))
+                }))
+                .collect()
+        })
+        .collect();
+    text_table(&header, &body)
+}
+
+/// Fine-tunes (or resumes, or loads the finished checkpoint of) a copy of `start` under `rule`.
+#[allow(clippy::too_many_arguments)]
+fn tune_classifier<M: Backbone>(
+    args: &PaperArgs,
+    start: &Network<M>,
+    rule: FeedbackRule,
+    train: &Images,
+    view: &InputView,
+    out: &std::path::Path,
+    stop: Option<Arc<AtomicBool>>,
+) -> Result<Network<M>, StudyError> {
+    let device = start.device()?;
+    device.seed(args.seed ^ 0x5eed);
+    let net = Network::new(
+        start.duplicate().backbone,
+        Task::classification(train.num_classes()),
+        &device,
+    )?;
+    let dir = out.join(format!(
+        "checkpoints/{}-{}-classification/{rule}",
+        args.backbone.key(),
+        args.dataset
+    ));
+    let ce = CrossEntropyConfig::new().init(&device)?;
+    println!("{rule}: fine-tuning on {} images", train.len());
+    let tuned = fine_tune(
+        net,
+        ce,
+        &ClassBatches {
+            images: train,
+            view,
+        },
+        None,
+        &args.fine_tune_config(rule, dir),
+        stop,
+    )
+    .map_err(interrupted(out))?;
+    Ok(tuned.network)
+}
+
+/// Fine-tunes a hashing copy of `start` under `rule` with HyP² and `bits`-bit codes.
+#[allow(clippy::too_many_arguments)]
+fn tune_hasher<M: Backbone>(
+    args: &PaperArgs,
+    start: &Network<M>,
+    rule: FeedbackRule,
+    train: &Images,
+    view: &InputView,
+    bits: usize,
+    out: &std::path::Path,
+    stop: Option<Arc<AtomicBool>>,
+) -> Result<Network<M>, StudyError> {
+    let device = start.device()?;
+    device.seed(args.seed ^ 0x5eed);
+    let net = Network::new(start.duplicate().backbone, Task::hashing(bits), &device)?;
+    let hyp2 = HyP2Config::new(train.num_classes())
+        .with_bits(bits)
+        .init(&device)?;
+    let dir = out.join(format!(
+        "checkpoints/{}-{}-hashing{bits}/{rule}",
+        args.backbone.key(),
+        args.dataset
+    ));
+    println!("{rule}: HyP² fine-tuning on {} images", train.len());
+    let tuned = fine_tune(
+        net,
+        hyp2,
+        &HashBatches {
+            images: train,
+            view,
+        },
+        None,
+        &args.fine_tune_config(rule, dir),
+        stop,
+    )
+    .map_err(interrupted(out))?;
+    Ok(tuned.network)
+}
+
+fn classification_data(args: &PaperArgs) -> Result<(Images, Images), StudyError> {
+    let side = args.image_size.unwrap_or(224);
+    let data = load_classification(args.dataset, &args.data_dir(args.dataset), side, args.seed)?;
+    let train = match args.train_examples {
+        Some(n) => data.train.take(n)?,
+        None => data.train,
+    };
+    let test = match args.test_examples {
+        Some(n) => data.test.take(n)?,
+        None => data.test,
+    };
+    Ok((train, test))
+}
+
+fn retrieval_data(args: &PaperArgs) -> Result<super::datasets::RetrievalData, StudyError> {
+    let side = args.image_size.unwrap_or(224);
+    let queries = args.test_examples.unwrap_or(5000);
+    let train = args.train_examples.unwrap_or(usize::MAX);
+    let mut data = load_retrieval(
+        args.dataset,
+        &args.data_dir(args.dataset),
+        side,
+        queries,
+        train.min(if args.dataset.is_hashing_list() {
+            10_000
+        } else {
+            usize::MAX
+        }),
+        None,
+        args.seed,
+    )?;
+    if let Some(n) = args.database_examples {
+        data.database = data.database.take(n)?;
+    }
+    if let Some(n) = args.test_examples {
+        data.query = data.query.take(n)?;
+    }
+    if let Some(n) = args.train_examples {
+        data.train = data.train.take(n)?;
+    }
+    Ok(data)
+}
+
+/// Table 1: top-1 accuracy per rule (one backbone and data set per call; rows accumulate).
+pub fn table1_classification(
+    args: &PaperArgs,
+    stop: Option<Arc<AtomicBool>>,
+) -> Result<String, StudyError> {
+    struct Run<'a> {
+        args: &'a PaperArgs,
+        train: Images,
+        test: Images,
+        out: PathBuf,
+        stop: Option<Arc<AtomicBool>>,
+    }
+    impl Study for Run<'_> {
+        type Output = Vec<ResultRow>;
+        fn run<M: Backbone>(
+            self,
+            start: Network<M>,
+            view: InputView,
+        ) -> Result<Vec<ResultRow>, StudyError> {
+            let mut rows = Vec::new();
+            for &rule in &self.args.rules {
+                let net = tune_classifier(
+                    self.args,
+                    &start,
+                    rule,
+                    &self.train,
+                    &view,
+                    &self.out,
+                    self.stop.clone(),
+                )?;
+                let acc = accuracy(&net, &self.test, &view, self.args.batch_size.max(64))?;
+                println!(
+                    "{rule}: top-1 accuracy {acc:.4} on {} images",
+                    self.test.len()
+                );
+                rows.push(clean_row(
+                    self.args,
+                    rule,
+                    "accuracy".into(),
+                    acc,
+                    self.test.len(),
+                ));
+            }
+            Ok(rows)
+        }
+    }
+    args.validate()?;
+    let out = args.out("table1_classification");
+    let (train, test) = classification_data(args)?;
+    let device = args.device.device()?;
+    let [h, _] = train.size();
+    let rows = with_backbone(
+        args,
+        train.channels(),
+        h,
+        &out,
+        &device,
+        Run {
+            args,
+            train,
+            test,
+            out: out.clone(),
+            stop,
+        },
+    )?;
+    let all = merge_rows(&out, args, rows)?;
+    Ok(format!(
+        "Top-1 accuracy (results in {})\n{}",
+        out.display(),
+        clean_table(&all, "accuracy")
+    ))
+}
+
+/// Table 2: mAP@k of 32-bit HyP² codes per rule.
+pub fn table2_retrieval(
+    args: &PaperArgs,
+    bits: usize,
+    top_k: Option<usize>,
+    stop: Option<Arc<AtomicBool>>,
+) -> Result<String, StudyError> {
+    struct Run<'a> {
+        args: &'a PaperArgs,
+        data: super::datasets::RetrievalData,
+        bits: usize,
+        top_k: usize,
+        out: PathBuf,
+        stop: Option<Arc<AtomicBool>>,
+    }
+    impl Study for Run<'_> {
+        type Output = Vec<ResultRow>;
+        fn run<M: Backbone>(
+            self,
+            start: Network<M>,
+            view: InputView,
+        ) -> Result<Vec<ResultRow>, StudyError> {
+            let mut rows = Vec::new();
+            let batch = self.args.batch_size.max(64);
+            for &rule in &self.args.rules {
+                let net = tune_hasher(
+                    self.args,
+                    &start,
+                    rule,
+                    &self.data.train,
+                    &view,
+                    self.bits,
+                    &self.out,
+                    self.stop.clone(),
+                )?;
+                let q = PackedCodes::from_real(
+                    &encode(&net, &self.data.query, &view, batch)?,
+                    self.bits,
+                )?;
+                let db = PackedCodes::from_real(
+                    &encode(&net, &self.data.database, &view, batch)?,
+                    self.bits,
+                )?;
+                let report = map_at_k(
+                    &q,
+                    &self.data.query.label_sets()?,
+                    &db,
+                    &self.data.database.label_sets()?,
+                    MapConfig::top_k(self.top_k),
+                )?;
+                println!(
+                    "{rule}: mAP@{} {:.4} ({} queries, {} database items)",
+                    self.top_k,
+                    report.map,
+                    q.len(),
+                    db.len()
+                );
+                rows.push(clean_row(
+                    self.args,
+                    rule,
+                    format!("map@{}", self.top_k),
+                    report.map,
+                    q.len(),
+                ));
+            }
+            Ok(rows)
+        }
+    }
+    args.validate()?;
+    let out = args.out("table2_retrieval");
+    let data = retrieval_data(args)?;
+    let top_k = top_k
+        .unwrap_or(args.dataset.map_top_k())
+        .min(data.database.len());
+    let device = args.device.device()?;
+    let [h, _] = data.train.size();
+    let channels = data.train.channels();
+    let rows = with_backbone(
+        args,
+        channels,
+        h,
+        &out,
+        &device,
+        Run {
+            args,
+            data,
+            bits,
+            top_k,
+            out: out.clone(),
+            stop,
+        },
+    )?;
+    let all = merge_rows(&out, args, rows)?;
+    Ok(format!(
+        "mAP@k, {bits}-bit codes (results in {})\n{}",
+        out.display(),
+        clean_table(&all, "map@")
+    ))
+}
+
+/// Which attacks a robustness run uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AttackSet {
+    /// FGSM and PGD (Figure 2).
+    GradientClassification,
+    /// HopSkipJump and Boundary Attack, L2 (Tables 3 and 4).
+    DecisionBased,
+}
+
+/// Settings of the robustness runs beyond [`PaperArgs`].
+#[derive(Clone, Debug)]
+pub struct RobustnessArgs {
+    /// L∞ (or, for the decision-based tables, L2) budgets.
+    pub epsilons: Vec<f64>,
+    /// Gradient sources of the white-box attacks.
+    pub sources: Vec<SourceChoice>,
+    /// PGD/HAG/SDHA steps.
+    pub steps: usize,
+    /// Query budget of the decision-based attacks.
+    pub queries: usize,
+}
+
+/// A gradient source by name (`feedback`, `exact`, or `transfer` from the BP fine-tuned model).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SourceChoice {
+    /// [`GradientSource::Feedback`].
+    Feedback,
+    /// [`GradientSource::Exact`].
+    Exact,
+    /// [`GradientSource::Transfer`] from the BP fine-tuned network (needs `bp` among the rules).
+    Transfer,
+}
+
+impl RobustnessArgs {
+    /// The paper's ε grid, feedback and exact gradients, 5 steps, 10,000 queries.
+    pub fn paper() -> Self {
+        Self {
+            epsilons: PAPER_EPSILONS.to_vec(),
+            sources: vec![SourceChoice::Feedback, SourceChoice::Exact],
+            steps: 5,
+            queries: 10_000,
+        }
+    }
+}
+
+fn robustness_run(
+    args: &PaperArgs,
+    attacks: &RobustnessArgs,
+    set: AttackSet,
+    example: &str,
+    stop: Option<Arc<AtomicBool>>,
+) -> Result<String, StudyError> {
+    struct Run<'a> {
+        args: &'a PaperArgs,
+        attacks: &'a RobustnessArgs,
+        set: AttackSet,
+        train: Images,
+        test: Images,
+        out: PathBuf,
+        stop: Option<Arc<AtomicBool>>,
+    }
+    impl Study for Run<'_> {
+        type Output = Vec<ResultRow>;
+        fn run<M: Backbone>(
+            self,
+            start: Network<M>,
+            view: InputView,
+        ) -> Result<Vec<ResultRow>, StudyError> {
+            let a = self.attacks;
+            let device = start.device()?;
+            let all: Vec<usize> = (0..self.test.len()).collect();
+            let images = view.pixels(&self.test, &all, &device)?;
+            let labels = self.test.classes(&all)?;
+            let mut tuned = Vec::new();
+            for &rule in &self.args.rules {
+                let net = tune_classifier(
+                    self.args,
+                    &start,
+                    rule,
+                    &self.train,
+                    &view,
+                    &self.out,
+                    self.stop.clone(),
+                )?;
+                tuned.push((rule, attack_mode(net)));
+            }
+            let bp = tuned
+                .iter()
+                .find(|(r, _)| *r == FeedbackRule::Bp)
+                .map(|(_, n)| ViewedModel {
+                    model: n,
+                    view: &view,
+                });
+            let fgsm = Fgsm::new(InputBox::new(0.0, 1.0)?)?;
+            let pgd = PgdConfig::paper()
+                .with_steps(a.steps)
+                .with_seed(self.args.seed)
+                .init()?;
+            let hsj = HopSkipJumpConfig::new()
+                .with_norm(Norm::L2)
+                .with_query_budget(a.queries)
+                .with_seed(self.args.seed)
+                .init()?;
+            let boundary = BoundaryAttackConfig::new()
+                .with_query_budget(a.queries)
+                .with_seed(self.args.seed)
+                .init()?;
+            let mut rows = Vec::new();
+            for (rule, net) in &tuned {
+                let model = ViewedModel {
+                    model: net,
+                    view: &view,
+                };
+                let acc = accuracy(net, &self.test, &view, self.args.batch_size.max(64))?;
+                rows.push(clean_row(
+                    self.args,
+                    *rule,
+                    "accuracy".into(),
+                    acc,
+                    self.test.len(),
+                ));
+                let report = match self.set {
+                    AttackSet::GradientClassification => {
+                        let mut suite = RobustnessSuite::new(Norm::Linf, a.epsilons.clone())?;
+                        for attack in [&fgsm as &dyn signsym_attacks::BoundedAttack, &pgd] {
+                            for s in &a.sources {
+                                let source = match s {
+                                    SourceChoice::Feedback => GradientSource::Feedback,
+                                    SourceChoice::Exact => GradientSource::Exact,
+                                    SourceChoice::Transfer => {
+                                        GradientSource::Transfer(bp.as_ref().ok_or_else(|| {
+                                            invalid(
+                                                "sources",
+                                                "transfer",
+                                                "needs bp among the rules",
+                                            )
+                                        })?)
+                                    }
+                                };
+                                suite = suite.attack(attack, source);
+                            }
+                        }
+                        suite
+                            .with_progress(!self.args.quiet)
+                            .run(&model, &images, &labels)?
+                    }
+                    AttackSet::DecisionBased => RobustnessSuite::new(Norm::L2, a.epsilons.clone())?
+                        .decision_attack(&hsj)
+                        .decision_attack(&boundary)
+                        .with_progress(!self.args.quiet)
+                        .run(&model, &images, &labels)?,
+                };
+                for entry in &report.entries {
+                    let attack = entry.attack.split('/').next().unwrap_or(&entry.attack);
+                    rows.extend(ResultRow::from_curve(
+                        &entry.curve,
+                        self.args.backbone.key(),
+                        &self.args.dataset.to_string(),
+                        &rule.to_string(),
+                        attack,
+                        source_name(entry.source),
+                    ));
+                }
+                for flag in &report.obfuscation {
+                    println!("{rule}: {flag}");
+                }
+            }
+            Ok(rows)
+        }
+    }
+    args.validate()?;
+    let out = args.out(example);
+    let (train, test) = classification_data(args)?;
+    let device = args.device.device()?;
+    let [h, _] = train.size();
+    let rows = with_backbone(
+        args,
+        train.channels(),
+        h,
+        &out,
+        &device,
+        Run {
+            args,
+            attacks,
+            set,
+            train,
+            test,
+            out: out.clone(),
+            stop,
+        },
+    )?;
+    let all = merge_rows(&out, args, rows)?;
+    let mine: Vec<ResultRow> = all
+        .iter()
+        .filter(|r| r.backbone == args.backbone.key() && r.dataset == args.dataset.to_string())
+        .cloned()
+        .collect();
+    let stem = out.join(format!("{}-{}", args.backbone.key(), args.dataset));
+    let [svg, png] = plot_panels(&robustness_panels(&mine), 2, &stem)?;
+    Ok(format!(
+        "{}\n{}plots: {}, {}",
+        clean_table(&mine, "accuracy"),
+        robustness_tables(&mine),
+        svg.display(),
+        png.display()
+    ))
+}
+
+/// Figure 2: FGSM and PGD robust accuracy against ε under each gradient source.
+pub fn figure2_classification_robustness(
+    args: &PaperArgs,
+    attacks: &RobustnessArgs,
+    stop: Option<Arc<AtomicBool>>,
+) -> Result<String, StudyError> {
+    robustness_run(
+        args,
+        attacks,
+        AttackSet::GradientClassification,
+        "figure2_classification_robustness",
+        stop,
+    )
+}
+
+/// Tables 3 and 4: HopSkipJump and Boundary Attack (L2, decision-based) robust accuracy.
+pub fn table3_4_blackbox(
+    args: &PaperArgs,
+    attacks: &RobustnessArgs,
+    stop: Option<Arc<AtomicBool>>,
+) -> Result<String, StudyError> {
+    robustness_run(
+        args,
+        attacks,
+        AttackSet::DecisionBased,
+        "table3_4_blackbox",
+        stop,
+    )
+}
+
+/// Figure 3: HAG and SDHA robust mAP@k against ε under each gradient source.
+pub fn figure3_retrieval_robustness(
+    args: &PaperArgs,
+    attacks: &RobustnessArgs,
+    bits: usize,
+    top_k: Option<usize>,
+    stop: Option<Arc<AtomicBool>>,
+) -> Result<String, StudyError> {
+    struct Run<'a> {
+        args: &'a PaperArgs,
+        attacks: &'a RobustnessArgs,
+        data: super::datasets::RetrievalData,
+        bits: usize,
+        top_k: usize,
+        out: PathBuf,
+        stop: Option<Arc<AtomicBool>>,
+    }
+    impl Study for Run<'_> {
+        type Output = Vec<ResultRow>;
+        fn run<M: Backbone>(
+            self,
+            start: Network<M>,
+            view: InputView,
+        ) -> Result<Vec<ResultRow>, StudyError> {
+            let a = self.attacks;
+            let device = start.device()?;
+            let batch = self.args.batch_size.max(64);
+            let all: Vec<usize> = (0..self.data.query.len()).collect();
+            let queries = view.pixels(&self.data.query, &all, &device)?;
+            let query_labels = self.data.query.label_sets()?;
+            let db_labels = self.data.database.label_sets()?;
+            let hag: Hag = HagConfig::paper()
+                .with_steps(a.steps)
+                .with_seed(self.args.seed)
+                .init()?;
+            let sdha: Sdha = SdhaConfig::paper()
+                .with_steps(a.steps)
+                .with_seed(self.args.seed)
+                .init()?;
+            let mut tuned = Vec::new();
+            for &rule in &self.args.rules {
+                let net = tune_hasher(
+                    self.args,
+                    &start,
+                    rule,
+                    &self.data.train,
+                    &view,
+                    self.bits,
+                    &self.out,
+                    self.stop.clone(),
+                )?;
+                tuned.push((rule, attack_mode(net)));
+            }
+            let bp = tuned
+                .iter()
+                .find(|(r, _)| *r == FeedbackRule::Bp)
+                .map(|(_, n)| ViewedModel {
+                    model: n,
+                    view: &view,
+                });
+            let mut rows = Vec::new();
+            for (rule, net) in &tuned {
+                let codes = encode(net, &self.data.database, &view, batch)?;
+                let n = self.data.database.len();
+                let database = HashDatabase::new(
+                    Tensor::<2>::from_data(TensorData::new(codes, [n, self.bits]), &device),
+                    db_labels.clone(),
+                )?;
+                let model = ViewedModel {
+                    model: net,
+                    view: &view,
+                };
+                for attack in [&hag as &dyn signsym_attacks::RetrievalAttack, &sdha] {
+                    for s in &a.sources {
+                        let source = match s {
+                            SourceChoice::Feedback => GradientSource::Feedback,
+                            SourceChoice::Exact => GradientSource::Exact,
+                            SourceChoice::Transfer => {
+                                GradientSource::Transfer(bp.as_ref().ok_or_else(|| {
+                                    invalid("sources", "transfer", "needs bp among the rules")
+                                })?)
+                            }
+                        };
+                        println!("{rule}: {} / {}", attack.name(), source.name());
+                        let curve = robust_map(
+                            &model,
+                            attack,
+                            &queries,
+                            &query_labels,
+                            &database,
+                            &a.epsilons,
+                            &source,
+                            MapConfig::top_k(self.top_k),
+                            batch,
+                        )?;
+                        rows.extend(ResultRow::from_curve(
+                            &curve,
+                            self.args.backbone.key(),
+                            &self.args.dataset.to_string(),
+                            &rule.to_string(),
+                            &attack.name(),
+                            source_name(source.kind()),
+                        ));
+                    }
+                }
+            }
+            Ok(rows)
+        }
+    }
+    args.validate()?;
+    let out = args.out("figure3_retrieval_robustness");
+    let data = retrieval_data(args)?;
+    let top_k = top_k
+        .unwrap_or(args.dataset.map_top_k())
+        .min(data.database.len());
+    let device = args.device.device()?;
+    let [h, _] = data.train.size();
+    let channels = data.train.channels();
+    let rows = with_backbone(
+        args,
+        channels,
+        h,
+        &out,
+        &device,
+        Run {
+            args,
+            attacks,
+            data,
+            bits,
+            top_k,
+            out: out.clone(),
+            stop,
+        },
+    )?;
+    let all = merge_rows(&out, args, rows)?;
+    let mine: Vec<ResultRow> = all
+        .iter()
+        .filter(|r| r.backbone == args.backbone.key() && r.dataset == args.dataset.to_string())
+        .cloned()
+        .collect();
+    let stem = out.join(format!("{}-{}", args.backbone.key(), args.dataset));
+    let [svg, png] = plot_panels(&robustness_panels(&mine), 2, &stem)?;
+    Ok(format!(
+        "{}plots: {}, {}",
+        robustness_tables(&mine),
+        svg.display(),
+        png.display()
+    ))
+}

@@ -1,0 +1,240 @@
+//! Robustness curves as figures: one panel per attack and gradient source, one line per rule.
+//! Drawn once as SVG with plotters and rasterised to PNG with resvg, with DejaVu Sans embedded in
+//! the binary so a machine without fonts still gets labelled PNGs.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use plotters::prelude::*;
+
+use super::error::StudyError;
+use super::output::write_atomic;
+
+/// One line of a panel.
+#[derive(Clone, Debug)]
+pub struct Series {
+    /// Legend entry (the rule).
+    pub label: String,
+    /// `(ε, value)` points, in the order of the panel's ε grid.
+    pub points: Vec<(f64, f64)>,
+}
+
+/// One panel: a title, axis labels and its lines.
+#[derive(Clone, Debug)]
+pub struct Panel {
+    /// Title (`"PGD-5, exact gradient"`).
+    pub title: String,
+    /// y-axis label (`"robust accuracy"`).
+    pub y_label: String,
+    /// The lines.
+    pub series: Vec<Series>,
+}
+
+const PANEL_W: u32 = 420;
+const PANEL_H: u32 = 320;
+
+/// The colour of a rule's line, the same in every figure.
+fn colour(label: &str, index: usize) -> RGBColor {
+    match label {
+        "bp" => RGBColor(0, 0, 0),
+        "usf" => RGBColor(31, 119, 180),
+        "frsf" => RGBColor(255, 127, 14),
+        "brsf" => RGBColor(44, 160, 44),
+        "fa" => RGBColor(214, 39, 40),
+        _ => {
+            let (r, g, b) = Palette99::pick(index).to_rgba().rgb();
+            RGBColor(r, g, b)
+        }
+    }
+}
+
+/// Draws `panels` in a grid of `columns` and writes `<stem>.svg` and `<stem>.png`; the x axis
+/// places the ε grid at equal spacing (the paper's grid spans three decades and starts at 0).
+pub fn plot_panels(
+    panels: &[Panel],
+    columns: usize,
+    stem: &Path,
+) -> Result<[PathBuf; 2], StudyError> {
+    let svg_path = stem.with_extension("svg");
+    let png_path = stem.with_extension("png");
+    let fail = |path: &Path, e: &dyn std::fmt::Display| StudyError::Plot {
+        path: path.into(),
+        message: e.to_string(),
+    };
+    if panels.is_empty() {
+        return Err(fail(&svg_path, &"nothing to plot"));
+    }
+    let columns = columns.clamp(1, panels.len());
+    let rows = panels.len().div_ceil(columns);
+    let size = (PANEL_W * columns as u32, PANEL_H * rows as u32);
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| fail(&svg_path, &e))?;
+        let areas = root.split_evenly((rows, columns));
+        for (panel, area) in panels.iter().zip(&areas) {
+            draw_panel(panel, area).map_err(|e| fail(&svg_path, &e))?;
+        }
+        root.present().map_err(|e| fail(&svg_path, &e))?;
+    }
+    write_atomic(&svg_path, svg.as_bytes())?;
+    let png = rasterise(&svg).map_err(|e| fail(&png_path, &e))?;
+    write_atomic(&png_path, &png)?;
+    Ok([svg_path, png_path])
+}
+
+fn draw_panel<DB: DrawingBackend>(
+    panel: &Panel,
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+) -> Result<(), Box<dyn std::error::Error>>
+where
+    DB::ErrorType: 'static,
+{
+    // The ε grid of the longest series defines the ticks.
+    let grid: Vec<f64> = panel
+        .series
+        .iter()
+        .max_by_key(|s| s.points.len())
+        .map(|s| s.points.iter().map(|p| p.0).collect())
+        .unwrap_or_default();
+    let position = |epsilon: f64| {
+        grid.iter()
+            .position(|&e| e == epsilon)
+            .map(|i| i as f64)
+            .unwrap_or(f64::NAN)
+    };
+    let y_max = panel
+        .series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.1))
+        .filter(|v| v.is_finite())
+        .fold(1.0f64, f64::max);
+    let x_max = (grid.len().max(2) - 1) as f64;
+    let mut chart = ChartBuilder::on(area)
+        .caption(&panel.title, ("sans-serif", 16))
+        .margin(8)
+        .x_label_area_size(36)
+        .y_label_area_size(44)
+        .build_cartesian_2d(-0.2..x_max + 0.2, 0.0..y_max * 1.02)?;
+    let tick = |x: &f64| {
+        let i = x.round();
+        if (x - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < grid.len() {
+            format!("{}", grid[i as usize])
+        } else {
+            String::new()
+        }
+    };
+    chart
+        .configure_mesh()
+        .x_labels(grid.len().max(2))
+        .x_label_formatter(&tick)
+        .x_desc("ε (L∞)")
+        .y_desc(panel.y_label.as_str())
+        .label_style(("sans-serif", 11))
+        .light_line_style(WHITE.mix(0.0))
+        .draw()?;
+    for (index, series) in panel.series.iter().enumerate() {
+        let c = colour(&series.label, index);
+        let points: Vec<(f64, f64)> = series
+            .points
+            .iter()
+            .map(|&(e, v)| (position(e), v))
+            .filter(|p| p.0.is_finite() && p.1.is_finite())
+            .collect();
+        chart
+            .draw_series(LineSeries::new(points.clone(), c.stroke_width(2)))?
+            .label(series.label.as_str())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], c.stroke_width(2)));
+        chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, c.filled())))?;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK.mix(0.3))
+        .label_font(("sans-serif", 11))
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()?;
+    Ok(())
+}
+
+/// Renders an SVG document to PNG bytes with the embedded DejaVu Sans as every generic family.
+fn rasterise(svg: &str) -> Result<Vec<u8>, String> {
+    let mut options = resvg::usvg::Options::default();
+    {
+        let fonts = Arc::make_mut(&mut options.fontdb);
+        fonts.load_font_data(dejavu::sans::regular().to_vec());
+        fonts.set_sans_serif_family("DejaVu Sans");
+        fonts.set_serif_family("DejaVu Sans");
+        fonts.set_monospace_family("DejaVu Sans");
+    }
+    options.font_family = "DejaVu Sans".into();
+    let tree = resvg::usvg::Tree::from_str(svg, &options).map_err(|e| e.to_string())?;
+    let size = tree.size().to_int_size();
+    let mut pixmap = resvg::tiny_skia::Pixmap::new(size.width(), size.height())
+        .ok_or_else(|| "empty image".to_string())?;
+    resvg::render(
+        &tree,
+        resvg::tiny_skia::Transform::default(),
+        &mut pixmap.as_mut(),
+    );
+    pixmap.encode_png().map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_a_labelled_svg_and_a_png_with_ink() {
+        let dir = tempfile::tempdir().unwrap();
+        let grid = [0.0, 0.05, 0.1];
+        let panel = |title: &str| Panel {
+            title: title.into(),
+            y_label: "robust accuracy".into(),
+            series: ["bp", "usf"]
+                .iter()
+                .enumerate()
+                .map(|(k, r)| Series {
+                    label: r.to_string(),
+                    points: grid
+                        .iter()
+                        .map(|&e| (e, 0.9 - e * (k + 1) as f64))
+                        .collect(),
+                })
+                .collect(),
+        };
+        let [svg, png] = plot_panels(
+            &[panel("FGSM, feedback"), panel("FGSM, exact")],
+            2,
+            &dir.path().join("fig"),
+        )
+        .unwrap();
+        let text = std::fs::read_to_string(&svg).unwrap();
+        for needle in ["FGSM, exact", "usf", "0.05", "<polyline"] {
+            assert!(text.contains(needle), "{needle} missing from the SVG");
+        }
+        let bytes = std::fs::read(&png).unwrap();
+        assert_eq!(&bytes[1..4], b"PNG");
+        let image = resvg::tiny_skia::Pixmap::decode_png(&bytes).unwrap();
+        assert_eq!((image.width(), image.height()), (2 * PANEL_W, PANEL_H));
+        // Dark pixels: axes, lines and text. A title band with no text would leave the top rows
+        // blank, so count ink in the caption row of the first panel.
+        let dark = |y0: u32, y1: u32| {
+            (y0..y1)
+                .flat_map(|y| (0..PANEL_W).map(move |x| (x, y)))
+                .filter(|&(x, y)| {
+                    let p = image.pixel(x, y).unwrap();
+                    u32::from(p.red()) + u32::from(p.green()) + u32::from(p.blue()) < 200
+                })
+                .count()
+        };
+        assert!(dark(0, 28) > 50, "no caption text rendered");
+        assert_eq!(dark(PANEL_H - 2, PANEL_H), 0);
+    }
+
+    #[test]
+    fn refuses_an_empty_figure() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(plot_panels(&[], 1, &dir.path().join("x")).is_err());
+    }
+}

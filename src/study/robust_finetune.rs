@@ -1,0 +1,570 @@
+//! The main job: the whole study at small scale on the bundled data, on the CPU, in minutes.
+//!
+//! A small CNN is pre-trained with BP on MNIST; a copy is fine-tuned on Fashion-MNIST with a new
+//! head under each rule (BP, uSF, frSF, brSF, FA); each fine-tuned network is scored on the full
+//! Fashion-MNIST test set, attacked with FGSM and PGD over an ε grid under both
+//! [`GradientSource::Feedback`] (the paper's setting) and [`GradientSource::Exact`] (BP's gradient
+//! of the same weights), and with HopSkipJump (decision-based, L∞) on a small subset.
+//!
+//! Everything lands under one directory: `results.csv` and `results.json` (the same rows),
+//! `robust_accuracy.svg`/`.png`, `summary.txt` (the terminal tables), `settings.json`, and per
+//! rule `rules/<rule>.json` plus training checkpoints. A rerun with the same settings skips what
+//! is finished and resumes a fine-tuning where it stopped.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use burn::config::Config;
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+use signsym_attacks::{
+    EntryReport, Fgsm, GradientSource, HopSkipJumpConfig, InputBox, Norm, ObfuscationFlag,
+    PgdConfig, RobustnessSuite, SourceKind, attack_mode, gradient_alignment,
+};
+use signsym_feedback::FeedbackRule;
+use signsym_losses::CrossEntropyConfig;
+use signsym_models::{FineTuneConfig, ModelError, Network, SmallCnnConfig, Task, fine_tune};
+
+use super::datasets::{ClassBatches, InputView, accuracy, load_classification};
+use super::error::{StudyError, invalid};
+use super::output::{ResultRow, read_json, text_table, write_atomic, write_csv, write_json};
+use super::plot::plot_panels;
+use super::summary::{robustness_panels, robustness_tables};
+use super::{DatasetName, DeviceChoice};
+
+/// Settings of the main job. The defaults finish in under ten minutes on two CPU cores.
+///
+/// Fine-tuning uses the paper's optimiser (Adam (0.9, 0.999), weight decay 5e-4, batch 32, a
+/// lower learning rate for the backbone than for the new head) with a faster schedule: one
+/// epoch on 12,000 images at 1e-3 / 1e-2 instead of 10–20 epochs at 1e-5 / 1e-4, because the
+/// network is small and trained from a 1-epoch BP start.
+#[derive(Config, Debug, PartialEq)]
+pub struct RobustFinetuneConfig {
+    /// The rules, fine-tuned in this order.
+    #[config(
+        default = "vec![FeedbackRule::Bp, FeedbackRule::USf, FeedbackRule::FrSf, FeedbackRule::BrSf, FeedbackRule::Fa]"
+    )]
+    pub rules: Vec<FeedbackRule>,
+    /// MNIST training images for BP pre-training (of 60,000).
+    #[config(default = 12_000)]
+    pub pretrain_examples: usize,
+    /// Pre-training epochs.
+    #[config(default = 1)]
+    pub pretrain_epochs: usize,
+    /// Pre-training learning rate (all parameters).
+    #[config(default = 2e-3)]
+    pub pretrain_lr: f64,
+    /// Fashion-MNIST training images for fine-tuning (of 60,000).
+    #[config(default = 12_000)]
+    pub train_examples: usize,
+    /// Fine-tuning epochs.
+    #[config(default = 1)]
+    pub epochs: usize,
+    /// Fine-tuning learning rate of the backbone.
+    #[config(default = 1e-3)]
+    pub backbone_lr: f64,
+    /// Fine-tuning learning rate of the new head.
+    #[config(default = 1e-2)]
+    pub head_lr: f64,
+    /// Batch size of training.
+    #[config(default = 32)]
+    pub batch_size: usize,
+    /// Fashion-MNIST test images for clean accuracy (of 10,000; the default is all).
+    #[config(default = 10_000)]
+    pub test_examples: usize,
+    /// Test images attacked with FGSM and PGD (the first ones of the test set).
+    #[config(default = 250)]
+    pub attack_examples: usize,
+    /// L∞ budgets (pixels in `[0, 1]`), increasing; 0 first gives clean accuracy on the subset.
+    #[config(default = "vec![0.0, 0.02, 0.05, 0.1, 0.2, 0.3]")]
+    pub epsilons: Vec<f64>,
+    /// PGD steps (of size ε/3, as in the paper).
+    #[config(default = 5)]
+    pub pgd_steps: usize,
+    /// Test images attacked with HopSkipJump (0 skips it).
+    #[config(default = 20)]
+    pub hsj_examples: usize,
+    /// HopSkipJump's query budget per image.
+    #[config(default = 1000)]
+    pub hsj_queries: usize,
+    /// Channels of the small CNN's two convolutions.
+    #[config(default = "[32, 64]")]
+    pub channels: [usize; 2],
+    /// Width of its hidden layer.
+    #[config(default = 128)]
+    pub hidden: usize,
+    /// Seed of initialisation, shuffling, feedback draws and attacks.
+    #[config(default = 0)]
+    pub seed: u64,
+    /// Directory with the bundled IDX files.
+    #[config(default = "PathBuf::from(\"data\")")]
+    pub data_dir: PathBuf,
+    /// Output directory.
+    #[config(default = "PathBuf::from(\"out/robust_finetune\")")]
+    pub out: PathBuf,
+    /// The backend.
+    #[config(default = "DeviceChoice::Cpu")]
+    pub device: DeviceChoice,
+    /// Progress bars on a terminal.
+    #[config(default = true)]
+    pub progress: bool,
+}
+
+impl RobustFinetuneConfig {
+    fn validate(&self) -> Result<(), StudyError> {
+        if self.rules.is_empty() {
+            return Err(invalid("rules", "[]", "name at least one rule"));
+        }
+        for (name, value) in [
+            ("pretrain-examples", self.pretrain_examples),
+            ("train-examples", self.train_examples),
+            ("test-examples", self.test_examples),
+            ("attack-examples", self.attack_examples),
+            ("batch-size", self.batch_size),
+            ("pgd-steps", self.pgd_steps),
+        ] {
+            if value == 0 {
+                return Err(invalid(name, 0, "must be at least 1"));
+            }
+        }
+        if self.epsilons.is_empty()
+            || self.epsilons.windows(2).any(|w| w[1] <= w[0])
+            || self.epsilons.iter().any(|e| !(0.0..=1.0).contains(e))
+        {
+            return Err(invalid(
+                "epsilons",
+                format!("{:?}", self.epsilons),
+                "must increase strictly and lie in [0, 1]",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The settings that decide the numbers (not where they go, nor the progress display).
+    fn fingerprint(&self) -> Self {
+        self.clone().with_out(PathBuf::new()).with_progress(true)
+    }
+}
+
+/// What one rule's fine-tuning and attacks gave.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RuleResult {
+    /// The rule.
+    pub rule: FeedbackRule,
+    /// Mean training loss of the last epoch.
+    pub train_loss: f64,
+    /// Fine-tuning wall time, seconds.
+    pub train_seconds: f64,
+    /// Top-1 accuracy on the Fashion-MNIST test images.
+    pub clean_accuracy: f64,
+    /// Test images behind `clean_accuracy`.
+    pub test_examples: usize,
+    /// FGSM and PGD under each gradient source, then HopSkipJump.
+    pub entries: Vec<EntryReport>,
+    /// Budgets where the feedback gradient's robust accuracy exceeds the exact one's by > 0.05.
+    pub obfuscation: Vec<ObfuscationFlag>,
+    /// Mean cosine between the feedback and the exact input gradient on the attacked images.
+    pub gradient_cosine: f64,
+    /// Wall time of the attacks, seconds.
+    pub attack_seconds: f64,
+}
+
+/// The main job's result.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RobustFinetuneReport {
+    /// The settings.
+    pub settings: RobustFinetuneConfig,
+    /// Accuracy of the BP pre-trained network on 2,000 MNIST test images.
+    pub pretrain_accuracy: f64,
+    /// One entry per rule.
+    pub rules: Vec<RuleResult>,
+    /// Every number, as in `results.csv`.
+    pub rows: Vec<ResultRow>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Pretrained {
+    accuracy: f64,
+}
+
+/// Where the CSV, JSON, plots and table of a finished run are.
+#[derive(Clone, Debug)]
+pub struct Outputs {
+    /// `results.csv`.
+    pub csv: PathBuf,
+    /// `results.json`.
+    pub json: PathBuf,
+    /// `robust_accuracy.svg` and `.png`.
+    pub plots: [PathBuf; 2],
+    /// `summary.txt` (the terminal tables).
+    pub summary: PathBuf,
+}
+
+pub(crate) fn source_name(kind: SourceKind) -> &'static str {
+    match kind {
+        SourceKind::Feedback => "feedback",
+        SourceKind::Exact => "exact",
+        SourceKind::Transfer => "transfer",
+        SourceKind::Eot => "eot",
+        SourceKind::Decision => "decision",
+    }
+}
+
+/// The rows of one rule's results.
+pub fn rule_rows(result: &RuleResult, backbone: &str, dataset: &str) -> Vec<ResultRow> {
+    let rule = result.rule.to_string();
+    let n = result.test_examples as f64;
+    let interval = signsym_metrics::wilson_interval(
+        (result.clean_accuracy * n).round() as usize,
+        result.test_examples,
+        0.95,
+    )
+    .ok();
+    let mut rows = vec![ResultRow {
+        backbone: backbone.into(),
+        dataset: dataset.into(),
+        rule: rule.clone(),
+        metric: "accuracy".into(),
+        attack: "none".into(),
+        source: "none".into(),
+        epsilon: 0.0,
+        value: result.clean_accuracy,
+        samples: result.test_examples,
+        ci_low: interval.map(|i| i.0),
+        ci_high: interval.map(|i| i.1),
+    }];
+    for entry in &result.entries {
+        let attack = entry.attack.split('/').next().unwrap_or(&entry.attack);
+        rows.extend(ResultRow::from_curve(
+            &entry.curve,
+            backbone,
+            dataset,
+            &rule,
+            attack,
+            source_name(entry.source),
+        ));
+    }
+    rows
+}
+
+/// Runs (or resumes) the main job. `stop`, when raised (Ctrl-C), stops at the next training
+/// step or after the current attack suite, with everything finished saved.
+pub fn run(
+    config: &RobustFinetuneConfig,
+    stop: Option<Arc<AtomicBool>>,
+) -> Result<(RobustFinetuneReport, Outputs), StudyError> {
+    config.validate()?;
+    let out = &config.out;
+    let settings_path = out.join("settings.json");
+    if let Some(previous) = read_json::<RobustFinetuneConfig>(&settings_path)?
+        && previous.fingerprint() != config.fingerprint()
+    {
+        return Err(invalid(
+            "out",
+            out.display(),
+            "holds a run with other settings (see its settings.json): choose another --out or \
+             delete it",
+        ));
+    }
+    write_json(&settings_path, config)?;
+    let stopped = || stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst));
+    let interrupted = |e: ModelError| match e {
+        ModelError::Interrupted { .. } => StudyError::Interrupted { out: out.clone() },
+        other => other.into(),
+    };
+
+    let device = config.device.device()?;
+    let mnist = load_classification(DatasetName::Mnist, &config.data_dir, 28, config.seed)?;
+    let fashion =
+        load_classification(DatasetName::FashionMnist, &config.data_dir, 28, config.seed)?;
+    let mnist_train = mnist.train.take(config.pretrain_examples)?;
+    let mnist_test = mnist.test.take(2000)?;
+    let train = fashion.train.take(config.train_examples)?;
+    let test = fashion.test.take(config.test_examples)?;
+    let view = InputView {
+        channels: 1,
+        side: 28,
+        normalize: None,
+    };
+
+    // BP pre-training on MNIST (checkpointed; a finished one is loaded, not redone).
+    println!(
+        "BP pre-training on {} MNIST images, then fine-tuning on {} Fashion-MNIST images under {}",
+        mnist_train.len(),
+        train.len(),
+        config
+            .rules
+            .iter()
+            .map(|r| r.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    device.seed(config.seed);
+    let backbone = SmallCnnConfig::new()
+        .with_channels(config.channels)
+        .with_hidden(config.hidden)
+        .init(&device)?;
+    let network = Network::new(backbone, Task::classification(10), &device)?;
+    let ce = CrossEntropyConfig::new().init(&device)?;
+    let pre_config = FineTuneConfig::pretraining(config.pretrain_lr)
+        .with_epochs(config.pretrain_epochs)
+        .with_batch_size(config.batch_size)
+        .with_seed(config.seed)
+        .with_progress(config.progress)
+        .with_checkpoint_dir(Some(out.join("checkpoints/pretrain")));
+    let pre = fine_tune(
+        network,
+        ce.clone(),
+        &ClassBatches {
+            images: &mnist_train,
+            view: &view,
+        },
+        None,
+        &pre_config,
+        stop.clone(),
+    )
+    .map_err(interrupted)?;
+    let pretrain_path = out.join("pretrain.json");
+    let pretrain_accuracy = match read_json::<Pretrained>(&pretrain_path)? {
+        Some(p) => p.accuracy,
+        None => {
+            let a = accuracy(&pre.network, &mnist_test, &view, 500)?;
+            write_json(&pretrain_path, &Pretrained { accuracy: a })?;
+            a
+        }
+    };
+    println!("pre-trained: MNIST test accuracy {pretrain_accuracy:.4}");
+
+    let attack_set = test.take(config.attack_examples)?;
+    let all: Vec<usize> = (0..attack_set.len()).collect();
+    let attack_labels = attack_set.classes(&all)?;
+    let attack_images = view.pixels(&attack_set, &all, &device)?;
+    let hsj_n = config.hsj_examples.min(attack_set.len());
+
+    let mut results = Vec::new();
+    for &rule in &config.rules {
+        let path = out.join(format!("rules/{rule}.json"));
+        if let Some(done) = read_json::<RuleResult>(&path)? {
+            println!(
+                "{rule}: finished earlier (clean accuracy {:.4}), skipped",
+                done.clean_accuracy
+            );
+            results.push(done);
+            continue;
+        }
+        if stopped() {
+            return Err(StudyError::Interrupted { out: out.clone() });
+        }
+        println!("\n{rule}: fine-tuning");
+        // Every rule starts from the same pre-trained backbone and the same new head.
+        device.seed(config.seed ^ 0x5eed);
+        let network = Network::new(
+            pre.network.duplicate().backbone,
+            Task::classification(10),
+            &device,
+        )?;
+        let ft_config = FineTuneConfig::new()
+            .with_rule(Some(rule))
+            .with_backbone_lr(config.backbone_lr)
+            .with_head_lr(config.head_lr)
+            .with_epochs(config.epochs)
+            .with_batch_size(config.batch_size)
+            .with_seed(config.seed)
+            .with_progress(config.progress)
+            .with_checkpoint_dir(Some(out.join(format!("checkpoints/{rule}"))));
+        let tuned = fine_tune(
+            network,
+            ce.clone(),
+            &ClassBatches {
+                images: &train,
+                view: &view,
+            },
+            None,
+            &ft_config,
+            stop.clone(),
+        )
+        .map_err(interrupted)?;
+        let last = tuned.history.last();
+        let clean_accuracy = accuracy(&tuned.network, &test, &view, 500)?;
+        println!(
+            "{rule}: clean accuracy {clean_accuracy:.4} on {} test images; attacking",
+            test.len()
+        );
+        let started = Instant::now();
+        let model = attack_mode(tuned.network.duplicate());
+        let (entries, obfuscation, gradient_cosine) = attack_rule(
+            config,
+            &model,
+            &attack_images,
+            &attack_labels,
+            hsj_n,
+            &device,
+        )?;
+        let result = RuleResult {
+            rule,
+            train_loss: last.map_or(f64::NAN, |e| e.train_loss),
+            train_seconds: tuned.history.iter().map(|e| e.seconds).sum(),
+            clean_accuracy,
+            test_examples: test.len(),
+            entries,
+            obfuscation,
+            gradient_cosine,
+            attack_seconds: started.elapsed().as_secs_f64(),
+        };
+        write_json(&path, &result)?;
+        results.push(result);
+    }
+    finish(config, pretrain_accuracy, results)
+}
+
+type RuleAttacks = (Vec<EntryReport>, Vec<ObfuscationFlag>, f64);
+
+fn attack_rule<M: signsym_models::Backbone>(
+    config: &RobustFinetuneConfig,
+    model: &Network<M>,
+    images: &Tensor<4>,
+    labels: &[usize],
+    hsj_n: usize,
+    device: &Device,
+) -> Result<RuleAttacks, StudyError> {
+    let fgsm = Fgsm::new(InputBox::new(0.0, 1.0)?)?;
+    let pgd = PgdConfig::paper()
+        .with_steps(config.pgd_steps)
+        .with_seed(config.seed)
+        .init()?;
+    device.seed(config.seed);
+    let report = RobustnessSuite::new(Norm::Linf, config.epsilons.clone())?
+        .attack(&fgsm, GradientSource::Feedback)
+        .attack(&fgsm, GradientSource::Exact)
+        .attack(&pgd, GradientSource::Feedback)
+        .attack(&pgd, GradientSource::Exact)
+        .with_progress(config.progress)
+        .run(model, images, labels)?;
+    let mut entries = report.entries;
+    if hsj_n > 0 {
+        let hsj = HopSkipJumpConfig::new()
+            .with_norm(Norm::Linf)
+            .with_query_budget(config.hsj_queries)
+            .with_seed(config.seed)
+            .init()?;
+        let subset = images.clone().slice(0..hsj_n);
+        let decision = RobustnessSuite::new(Norm::Linf, config.epsilons.clone())?
+            .decision_attack(&hsj)
+            .with_progress(config.progress)
+            .run(model, &subset, &labels[..hsj_n])?;
+        entries.extend(decision.entries);
+    }
+    let cosine = gradient_alignment(model, images, labels)?.mean();
+    Ok((entries, report.obfuscation, cosine))
+}
+
+fn finish(
+    config: &RobustFinetuneConfig,
+    pretrain_accuracy: f64,
+    results: Vec<RuleResult>,
+) -> Result<(RobustFinetuneReport, Outputs), StudyError> {
+    let out = &config.out;
+    let rows: Vec<ResultRow> = results
+        .iter()
+        .flat_map(|r| rule_rows(r, "small_cnn", "fashion-mnist"))
+        .collect();
+    let report = RobustFinetuneReport {
+        settings: config.clone(),
+        pretrain_accuracy,
+        rules: results,
+        rows,
+    };
+    let csv = out.join("results.csv");
+    let json = out.join("results.json");
+    write_csv(&csv, &report.rows)?;
+    write_json(&json, &report)?;
+    let plots = plot_panels(
+        &robustness_panels(&report.rows),
+        3,
+        &out.join("robust_accuracy"),
+    )?;
+    let summary_text = summary(&report);
+    let summary = out.join("summary.txt");
+    write_atomic(&summary, summary_text.as_bytes())?;
+    println!("\n{summary_text}");
+    Ok((
+        report,
+        Outputs {
+            csv,
+            json,
+            plots,
+            summary,
+        },
+    ))
+}
+
+/// The terminal tables: one line per rule, then the full curves.
+pub fn summary(report: &RobustFinetuneReport) -> String {
+    let eps = &report.settings.epsilons;
+    // The summary column: the middle of the grid's non-zero budgets.
+    let nonzero: Vec<f64> = eps.iter().copied().filter(|&e| e > 0.0).collect();
+    let shown = nonzero
+        .get(nonzero.len().saturating_sub(1) / 2)
+        .copied()
+        .unwrap_or(0.0);
+    let at = |r: &RuleResult, prefix: &str, kind: SourceKind| {
+        r.entries
+            .iter()
+            .find(|e| e.attack.starts_with(prefix) && e.source == kind)
+            .and_then(|e| e.curve.points.iter().find(|p| p.epsilon == shown))
+            .map_or("-".to_string(), |p| format!("{:.3}", p.value))
+    };
+    let header: Vec<String> = [
+        "rule".to_string(),
+        "clean acc".into(),
+        format!("FGSM fb ε={shown}"),
+        "FGSM exact".to_string(),
+        "PGD fb".to_string(),
+        "PGD exact".to_string(),
+        "HSJ".to_string(),
+        "grad cos".into(),
+        "train s".into(),
+        "attack s".into(),
+    ]
+    .to_vec();
+    let body: Vec<Vec<String>> = report
+        .rules
+        .iter()
+        .map(|r| {
+            vec![
+                r.rule.to_string(),
+                format!("{:.4}", r.clean_accuracy),
+                at(r, "fgsm", SourceKind::Feedback),
+                at(r, "fgsm", SourceKind::Exact),
+                at(r, "pgd", SourceKind::Feedback),
+                at(r, "pgd", SourceKind::Exact),
+                at(r, "hopskipjump", SourceKind::Decision),
+                format!("{:.3}", r.gradient_cosine),
+                format!("{:.0}", r.train_seconds),
+                format!("{:.0}", r.attack_seconds),
+            ]
+        })
+        .collect();
+    let mut text = format!(
+        "Fashion-MNIST after MNIST pre-training (BP, MNIST accuracy {:.4}); clean accuracy on {} \
+         test images, robust accuracy on {} (HopSkipJump: {})\n\n",
+        report.pretrain_accuracy,
+        report.rules.first().map_or(0, |r| r.test_examples),
+        report.settings.attack_examples,
+        report.settings.hsj_examples
+    );
+    text.push_str(&text_table(&header, &body));
+    text.push('\n');
+    text.push_str(&robustness_tables(&report.rows));
+    for flag in report.rules.iter().flat_map(|r| {
+        r.obfuscation
+            .iter()
+            .map(move |f| format!("{}: {f}", r.rule))
+    }) {
+        text.push_str(&flag);
+        text.push('\n');
+    }
+    text
+}
