@@ -12,6 +12,9 @@ use burn::module::Module;
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Device, Int, Tensor, TensorData};
+use rand::SeedableRng;
+use rand::rngs::ChaCha8Rng;
+use rand::seq::SliceRandom;
 use signsym_attacks::AttackModel;
 use signsym_data::{
     Cifar100Labels, CifarPart, ImageDataset, ImageFolder, MultiLabelList, composite_mosaics,
@@ -39,7 +42,9 @@ pub enum DatasetName {
     /// ImageNet: `<data-dir>/train/<class>/*` and `<data-dir>/val/<class>/*`.
     ImageNet,
     /// The 100-class ImageNet hashing protocol: DeepHash lists (`train.txt`, `test.txt`,
-    /// `database.txt`, one-hot over 100 classes) with paths relative to `<data-dir>`.
+    /// `database.txt`, one-hot over 100 classes) with paths relative to `<data-dir>`, or
+    /// ImageNet-style folders `<data-dir>/train/<class>/*` (database) and `val/<class>/*`
+    /// (queries).
     ImageNet100,
     /// MS-COCO hashing lists (80 classes), as ImageNet100.
     Coco,
@@ -729,6 +734,31 @@ pub fn load_retrieval(
     mosaics: Option<usize>,
     seed: u64,
 ) -> Result<RetrievalData, StudyError> {
+    if name == DatasetName::ImageNet100
+        && dir.join("train").is_dir()
+        && !dir.join("database.txt").exists()
+    {
+        // ImageNet-style folders: the validation images are the queries, the training images
+        // the database, and `train` of them (drawn with `seed`) train the hashing network.
+        let database = ImageFolder::open(dir.join("train"))?;
+        let val = ImageFolder::open(dir.join("val"))?;
+        if database.classes != val.classes {
+            return Err(invalid(
+                "data-dir",
+                dir.display(),
+                "train/ and val/ hold different class folders",
+            ));
+        }
+        let database = Images::from_folder(&database, side);
+        let mut order: Vec<usize> = (0..database.len()).collect();
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+        order.truncate(train.min(database.len()));
+        return Ok(RetrievalData {
+            train: database.select(&order)?,
+            query: Images::from_folder(&val, side).take(queries)?,
+            database,
+        });
+    }
     if name.is_hashing_list() {
         let classes = name.num_classes();
         let splits = if dir.join("database.txt").exists() {
@@ -790,6 +820,51 @@ mod tests {
             num_classes: 3,
         }
         .into()
+    }
+
+    #[test]
+    fn imagenet100_folders_give_queries_database_and_a_seeded_training_draw() {
+        let dir = tempfile::tempdir().unwrap();
+        for (part, per_class) in [("train", 3), ("val", 2)] {
+            for (c, class) in ["n01", "n02"].iter().enumerate() {
+                let folder = dir.path().join(part).join(class);
+                std::fs::create_dir_all(&folder).unwrap();
+                for i in 0..per_class {
+                    let shade = (40 * c + 10 * i) as u8;
+                    image::RgbImage::from_pixel(6, 4, image::Rgb([shade, shade, shade]))
+                        .save(folder.join(format!("{i}.png")))
+                        .unwrap();
+                }
+            }
+        }
+        let load = |seed| {
+            load_retrieval(DatasetName::ImageNet100, dir.path(), 4, 3, 4, None, seed).unwrap()
+        };
+        let data = load(7);
+        assert_eq!(
+            (data.database.len(), data.query.len(), data.train.len()),
+            (6, 3, 4)
+        );
+        assert_eq!(data.query.labels(), &Labels::Single(vec![0, 0, 1]));
+        assert_eq!(data.train.size(), [4, 4]);
+        let pixels = InputView {
+            channels: 3,
+            side: 4,
+            normalize: None,
+        }
+        .pixels(&data.query, &[2], &Device::flex())
+        .unwrap()
+        .try_to_vec_as::<f32>()
+        .unwrap();
+        assert!(pixels.iter().all(|&v| (v - 40.0 / 255.0).abs() < 1e-6));
+        assert_eq!(load(7).train.labels(), data.train.labels());
+        let other = (0..20).any(|s| load(s).train.labels() != data.train.labels());
+        assert!(other, "the training draw ignores the seed");
+        std::fs::remove_dir_all(dir.path().join("val/n02")).unwrap();
+        let err = load_retrieval(DatasetName::ImageNet100, dir.path(), 4, 3, 4, None, 0)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("different class folders"), "{err}");
     }
 
     #[test]
