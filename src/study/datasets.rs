@@ -66,6 +66,19 @@ impl DatasetName {
         "nus-wide",
     ];
 
+    /// The variants, in the order of [`ALL`](Self::ALL).
+    const VARIANTS: [Self; 9] = [
+        Self::Mnist,
+        Self::FashionMnist,
+        Self::Digits,
+        Self::Cifar10,
+        Self::Cifar100,
+        Self::ImageNet,
+        Self::ImageNet100,
+        Self::Coco,
+        Self::NusWide,
+    ];
+
     /// Whether the data set ships in the repository's `data/`.
     pub fn is_bundled(self) -> bool {
         matches!(self, Self::Mnist | Self::FashionMnist | Self::Digits)
@@ -109,20 +122,10 @@ impl DatasetName {
 
 impl fmt::Display for DatasetName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let i = [
-            Self::Mnist,
-            Self::FashionMnist,
-            Self::Digits,
-            Self::Cifar10,
-            Self::Cifar100,
-            Self::ImageNet,
-            Self::ImageNet100,
-            Self::Coco,
-            Self::NusWide,
-        ]
-        .iter()
-        .position(|d| d == self)
-        .expect("every variant is listed");
+        let i = Self::VARIANTS
+            .iter()
+            .position(|d| d == self)
+            .expect("every variant is listed");
         f.write_str(Self::ALL[i])
     }
 }
@@ -145,17 +148,6 @@ impl FromStr for DatasetName {
     type Err = StudyError;
 
     fn from_str(s: &str) -> Result<Self, StudyError> {
-        let all = [
-            Self::Mnist,
-            Self::FashionMnist,
-            Self::Digits,
-            Self::Cifar10,
-            Self::Cifar100,
-            Self::ImageNet,
-            Self::ImageNet100,
-            Self::Coco,
-            Self::NusWide,
-        ];
         let key = s.to_ascii_lowercase().replace('_', "-");
         let key = match key.as_str() {
             "fashion" | "fashionmnist" => "fashion-mnist",
@@ -169,7 +161,7 @@ impl FromStr for DatasetName {
         Self::ALL
             .iter()
             .position(|&n| n == key)
-            .map(|i| all[i])
+            .map(|i| Self::VARIANTS[i])
             .ok_or_else(|| {
                 invalid(
                     "dataset",

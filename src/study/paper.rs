@@ -371,6 +371,23 @@ fn merge_rows(
     Ok(all.rows)
 }
 
+/// Merges `rows` (see [`merge_rows`]) and plots this backbone's and data set's robustness
+/// curves as `<out>/<backbone>-<dataset>.svg` / `.png`; returns those rows and the plot paths.
+fn merge_and_plot(
+    out: &std::path::Path,
+    args: &PaperArgs,
+    rows: Vec<ResultRow>,
+) -> Result<(Vec<ResultRow>, [PathBuf; 2]), StudyError> {
+    let dataset = args.dataset.to_string();
+    let mine: Vec<ResultRow> = merge_rows(out, args, rows)?
+        .into_iter()
+        .filter(|r| r.backbone == args.backbone.key() && r.dataset == dataset)
+        .collect();
+    let stem = out.join(format!("{}-{dataset}", args.backbone.key()));
+    let plots = plot_panels(&robustness_panels(&mine), 2, &stem)?;
+    Ok((mine, plots))
+}
+
 /// A row of a clean metric.
 fn clean_row(
     args: &PaperArgs,
@@ -767,6 +784,19 @@ pub enum SourceChoice {
     Transfer,
 }
 
+impl SourceChoice {
+    /// The gradient source; `bp` is the surrogate of [`Transfer`](Self::Transfer).
+    fn source<'a>(self, bp: Option<&'a ViewedModel<'a>>) -> Result<GradientSource<'a>, StudyError> {
+        Ok(match self {
+            Self::Feedback => GradientSource::Feedback,
+            Self::Exact => GradientSource::Exact,
+            Self::Transfer => GradientSource::Transfer(
+                bp.ok_or_else(|| invalid("sources", "transfer", "needs bp among the rules"))?,
+            ),
+        })
+    }
+}
+
 impl RobustnessArgs {
     /// The paper's ε grid, feedback and exact gradients, 5 steps, 10,000 queries.
     pub fn paper() -> Self {
@@ -860,19 +890,7 @@ fn robustness_run(
                         let mut suite = RobustnessSuite::new(Norm::Linf, a.epsilons.clone())?;
                         for attack in [&fgsm as &dyn signsym_attacks::BoundedAttack, &pgd] {
                             for s in &a.sources {
-                                let source = match s {
-                                    SourceChoice::Feedback => GradientSource::Feedback,
-                                    SourceChoice::Exact => GradientSource::Exact,
-                                    SourceChoice::Transfer => {
-                                        GradientSource::Transfer(bp.as_ref().ok_or_else(|| {
-                                            invalid(
-                                                "sources",
-                                                "transfer",
-                                                "needs bp among the rules",
-                                            )
-                                        })?)
-                                    }
-                                };
+                                let source = s.source(bp.as_ref())?;
                                 suite = suite.attack(attack, source);
                             }
                         }
@@ -925,14 +943,7 @@ fn robustness_run(
             stop,
         },
     )?;
-    let all = merge_rows(&out, args, rows)?;
-    let mine: Vec<ResultRow> = all
-        .iter()
-        .filter(|r| r.backbone == args.backbone.key() && r.dataset == args.dataset.to_string())
-        .cloned()
-        .collect();
-    let stem = out.join(format!("{}-{}", args.backbone.key(), args.dataset));
-    let [svg, png] = plot_panels(&robustness_panels(&mine), 2, &stem)?;
+    let (mine, [svg, png]) = merge_and_plot(&out, args, rows)?;
     Ok(format!(
         "{}\n{}plots: {}, {}",
         clean_table(&mine, "accuracy"),
@@ -1046,15 +1057,7 @@ pub fn figure3_retrieval_robustness(
                 };
                 for attack in [&hag as &dyn signsym_attacks::RetrievalAttack, &sdha] {
                     for s in &a.sources {
-                        let source = match s {
-                            SourceChoice::Feedback => GradientSource::Feedback,
-                            SourceChoice::Exact => GradientSource::Exact,
-                            SourceChoice::Transfer => {
-                                GradientSource::Transfer(bp.as_ref().ok_or_else(|| {
-                                    invalid("sources", "transfer", "needs bp among the rules")
-                                })?)
-                            }
-                        };
+                        let source = s.source(bp.as_ref())?;
                         println!("{rule}: {} / {}", attack.name(), source.name());
                         let curve = robust_map(
                             &model,
@@ -1106,14 +1109,7 @@ pub fn figure3_retrieval_robustness(
             stop,
         },
     )?;
-    let all = merge_rows(&out, args, rows)?;
-    let mine: Vec<ResultRow> = all
-        .iter()
-        .filter(|r| r.backbone == args.backbone.key() && r.dataset == args.dataset.to_string())
-        .cloned()
-        .collect();
-    let stem = out.join(format!("{}-{}", args.backbone.key(), args.dataset));
-    let [svg, png] = plot_panels(&robustness_panels(&mine), 2, &stem)?;
+    let (mine, [svg, png]) = merge_and_plot(&out, args, rows)?;
     Ok(format!(
         "{}plots: {}, {}",
         robustness_tables(&mine),
