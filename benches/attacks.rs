@@ -1,7 +1,10 @@
 //! FGSM and PGD-5 throughput (images per second) on the small MNIST CNN (28×28) and ResNet-18
 //! (torchvision's stem, 32×32), per feedback rule, batch 32, Flex; then the paired ratio of each
 //! rule's attack time to BP's (`support`). Attacks run through `attack_mode`: no weight
-//! gradients, whatever the rule.
+//! gradients, whatever the rule. Then AutoAttack (standard, L∞, ε = 0.1, exact gradient) on the
+//! small CNN after one epoch of BP on 4,000 bundled MNIST images, 32 test images per call:
+//! `scripts/crosscheck_autoattack.py --bench` times torchattacks' AutoAttack on the same
+//! weights and images.
 //!
 //! `cargo bench --bench attacks`
 
@@ -9,9 +12,16 @@ mod support;
 
 use burn::tensor::{Device, Distribution, Tensor};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use signsym::attacks::{BoundedAttack, Fgsm, GradientSource, PgdConfig, attack_mode};
+use signsym::attacks::{
+    AutoAttackConfig, BoundedAttack, Fgsm, GradientSource, PgdConfig, attack_mode,
+};
+use signsym::data::read_idx;
 use signsym::feedback::{FeedbackRule, set_rule};
-use signsym::models::{Backbone, Network, ResNetConfig, SmallCnnConfig, Task};
+use signsym::losses::CrossEntropyConfig;
+use signsym::models::Backbone;
+use signsym::models::{
+    BatchSource, FineTuneConfig, Network, ResNetConfig, SmallCnnConfig, Task, pretrain,
+};
 
 const BATCH: usize = 32;
 const EPSILON: f64 = 0.03;
@@ -78,8 +88,52 @@ fn run<M: Backbone>(
     }
 }
 
+/// AutoAttack standard on a BP-trained small CNN: images per second.
+fn autoattack(c: &mut Criterion, device: &Device) {
+    let data = |part: &str| {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/data");
+        read_idx(
+            format!("{dir}/mnist-{part}-images-idx3-ubyte.gz"),
+            format!("{dir}/mnist-{part}-labels-idx1-ubyte.gz"),
+            10,
+        )
+        .expect("bundled MNIST")
+    };
+    let train = data("train").select(&(0..4000).collect::<Vec<_>>());
+    let test = data("t10k");
+    device.seed(0);
+    let cnn = SmallCnnConfig::new().init(device).expect("cnn");
+    let network = Network::new(cnn, Task::classification(10), device).expect("network");
+    let ce = CrossEntropyConfig::new().init(device).expect("loss");
+    let config = FineTuneConfig::pretraining(2e-3)
+        .with_epochs(1)
+        .with_progress(false);
+    let net = pretrain(network, ce, &train, None, &config, None)
+        .expect("training")
+        .network;
+    let net = attack_mode(net);
+    let indices: Vec<usize> = (0..BATCH).collect();
+    let (x, _) = test.batch(&indices, device).expect("batch");
+    let labels: Vec<usize> = indices.iter().map(|&i| test.labels[i]).collect();
+    let aa = AutoAttackConfig::new().init().expect("autoattack");
+    let mut group = c.benchmark_group("autoattack/small_cnn_28");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(BATCH as u64));
+    group.bench_function("standard-linf-eps0.1-exact", |b| {
+        b.iter(|| {
+            aa.run(&net, &x, &labels, &[0.1], &GradientSource::Exact)
+                .expect("autoattack")
+                .curve
+                .points[0]
+                .value
+        })
+    });
+    group.finish();
+}
+
 fn bench(c: &mut Criterion) {
     let device = Device::flex().autodiff();
+    autoattack(c, &device);
     device.seed(0);
     let cnn = SmallCnnConfig::new().init(&device).expect("cnn");
     let cnn = Network::new(cnn, Task::classification(10), &device).expect("network");

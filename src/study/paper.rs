@@ -32,7 +32,6 @@ use super::device::DeviceChoice;
 use super::error::{StudyError, invalid};
 use super::output::{ResultRow, read_json, text_table, write_csv, write_json};
 use super::plot::plot_panels;
-use super::robust_finetune::source_name;
 use super::summary::{robustness_panels, robustness_tables};
 
 /// A backbone by name.
@@ -912,7 +911,7 @@ fn robustness_run(
                         &self.args.dataset.to_string(),
                         &rule.to_string(),
                         attack,
-                        source_name(entry.source),
+                        entry.source.name(),
                     ));
                 }
                 for flag in &report.obfuscation {
@@ -1076,7 +1075,7 @@ pub fn figure3_retrieval_robustness(
                             &self.args.dataset.to_string(),
                             &rule.to_string(),
                             &attack.name(),
-                            source_name(source.kind()),
+                            source.kind().name(),
                         ));
                     }
                 }

@@ -1,9 +1,10 @@
 //! Robustness curves as figures: one panel per attack and gradient source, one line per rule.
-//! Drawn once as SVG with plotters and rasterised to PNG with resvg, with DejaVu Sans embedded in
-//! the binary so a machine without fonts still gets labelled PNGs.
+//! The same drawing code renders into plotters' SVG backend and into its bitmap backend (encoded
+//! as PNG by the `image` crate), with DejaVu Sans embedded in the binary and rasterised by
+//! ab_glyph, so a machine without fonts still gets labelled PNGs.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::Once;
 
 use plotters::prelude::*;
 
@@ -67,20 +68,71 @@ pub fn plot_panels(
     let columns = columns.clamp(1, panels.len());
     let rows = panels.len().div_ceil(columns);
     let size = (PANEL_W * columns as u32, PANEL_H * rows as u32);
+    register_font();
     let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| fail(&svg_path, &e))?;
-        let areas = root.split_evenly((rows, columns));
-        for (panel, area) in panels.iter().zip(&areas) {
-            draw_panel(panel, area).map_err(|e| fail(&svg_path, &e))?;
-        }
-        root.present().map_err(|e| fail(&svg_path, &e))?;
-    }
+    draw_figure(
+        SVGBackend::with_string(&mut svg, size),
+        panels,
+        rows,
+        columns,
+    )
+    .map_err(|e| fail(&svg_path, &e))?;
     write_atomic(&svg_path, svg.as_bytes())?;
-    let png = rasterise(&svg).map_err(|e| fail(&png_path, &e))?;
+    let mut rgb = vec![0u8; size.0 as usize * size.1 as usize * 3];
+    draw_figure(
+        BitMapBackend::with_buffer(&mut rgb, size),
+        panels,
+        rows,
+        columns,
+    )
+    .map_err(|e| fail(&png_path, &e))?;
+    let png = encode_png(rgb, size).map_err(|e| fail(&png_path, &e))?;
     write_atomic(&png_path, &png)?;
     Ok([svg_path, png_path])
+}
+
+/// Makes the embedded DejaVu Sans plotters' "sans-serif" (ab_glyph has no system fonts).
+fn register_font() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // The font is a valid TrueType file shipped inside the dejavu crate.
+        let _ = plotters::style::register_font(
+            "sans-serif",
+            FontStyle::Normal,
+            dejavu::sans::regular(),
+        );
+    });
+}
+
+/// Every panel of a figure on one backend.
+fn draw_figure<DB: DrawingBackend>(
+    backend: DB,
+    panels: &[Panel],
+    rows: usize,
+    columns: usize,
+) -> Result<(), Box<dyn std::error::Error>>
+where
+    DB::ErrorType: 'static,
+{
+    let root = backend.into_drawing_area();
+    root.fill(&WHITE)?;
+    let areas = root.split_evenly((rows, columns));
+    for (panel, area) in panels.iter().zip(&areas) {
+        draw_panel(panel, area)?;
+    }
+    root.present()?;
+    Ok(())
+}
+
+/// PNG bytes of an RGB buffer.
+fn encode_png(rgb: Vec<u8>, (width, height): (u32, u32)) -> Result<Vec<u8>, String> {
+    let image = image::RgbImage::from_raw(width, height, rgb)
+        .ok_or_else(|| "buffer of the wrong size".to_string())?;
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    image
+        .write_to(&mut bytes, image::ImageFormat::Png)
+        .map_err(|e| e.to_string())?;
+    Ok(bytes.into_inner())
 }
 
 fn draw_panel<DB: DrawingBackend>(
@@ -157,29 +209,6 @@ where
     Ok(())
 }
 
-/// Renders an SVG document to PNG bytes with the embedded DejaVu Sans as every generic family.
-fn rasterise(svg: &str) -> Result<Vec<u8>, String> {
-    let mut options = resvg::usvg::Options::default();
-    {
-        let fonts = Arc::make_mut(&mut options.fontdb);
-        fonts.load_font_data(dejavu::sans::regular().to_vec());
-        fonts.set_sans_serif_family("DejaVu Sans");
-        fonts.set_serif_family("DejaVu Sans");
-        fonts.set_monospace_family("DejaVu Sans");
-    }
-    options.font_family = "DejaVu Sans".into();
-    let tree = resvg::usvg::Tree::from_str(svg, &options).map_err(|e| e.to_string())?;
-    let size = tree.size().to_int_size();
-    let mut pixmap = resvg::tiny_skia::Pixmap::new(size.width(), size.height())
-        .ok_or_else(|| "empty image".to_string())?;
-    resvg::render(
-        &tree,
-        resvg::tiny_skia::Transform::default(),
-        &mut pixmap.as_mut(),
-    );
-    pixmap.encode_png().map_err(|e| e.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,7 +244,7 @@ mod tests {
         }
         let bytes = std::fs::read(&png).unwrap();
         assert_eq!(&bytes[1..4], b"PNG");
-        let image = resvg::tiny_skia::Pixmap::decode_png(&bytes).unwrap();
+        let image = image::load_from_memory(&bytes).unwrap().to_rgb8();
         assert_eq!((image.width(), image.height()), (2 * PANEL_W, PANEL_H));
         // Dark pixels: axes, lines and text. A title band with no text would leave the top rows
         // blank, so count ink in the caption row of the first panel.
@@ -223,8 +252,8 @@ mod tests {
             (y0..y1)
                 .flat_map(|y| (0..PANEL_W).map(move |x| (x, y)))
                 .filter(|&(x, y)| {
-                    let p = image.pixel(x, y).unwrap();
-                    u32::from(p.red()) + u32::from(p.green()) + u32::from(p.blue()) < 200
+                    let p = image.get_pixel(x, y).0;
+                    u32::from(p[0]) + u32::from(p[1]) + u32::from(p[2]) < 200
                 })
                 .count()
         };

@@ -202,16 +202,6 @@ pub struct Outputs {
     pub summary: PathBuf,
 }
 
-pub(crate) fn source_name(kind: SourceKind) -> &'static str {
-    match kind {
-        SourceKind::Feedback => "feedback",
-        SourceKind::Exact => "exact",
-        SourceKind::Transfer => "transfer",
-        SourceKind::Eot => "eot",
-        SourceKind::Decision => "decision",
-    }
-}
-
 /// The rows of one rule's results.
 pub fn rule_rows(result: &RuleResult, backbone: &str, dataset: &str) -> Vec<ResultRow> {
     let rule = result.rule.to_string();
@@ -243,7 +233,7 @@ pub fn rule_rows(result: &RuleResult, backbone: &str, dataset: &str) -> Vec<Resu
             dataset,
             &rule,
             attack,
-            source_name(entry.source),
+            entry.source.name(),
         ));
     }
     rows

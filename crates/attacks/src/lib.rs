@@ -1,6 +1,8 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
+mod apgd;
+mod autoattack;
 mod boundary;
 mod bounds;
 mod decision;
@@ -15,7 +17,14 @@ mod report;
 mod retrieval;
 mod sdha;
 mod source;
+mod square;
 
+pub use apgd::{
+    Apgd, ApgdConfig, ApgdLoss, ApgdTrace, apgd_checkpoints, dlr_loss, targeted_dlr_loss,
+};
+pub use autoattack::{
+    AutoAttack, AutoAttackConfig, AutoAttackReport, AutoAttackVersion, SanityFlag, StageReport,
+};
 pub use boundary::{BoundaryAttack, BoundaryAttackConfig};
 pub use bounds::{InputBox, Norm};
 pub use decision::{Criterion, MinimizationAttack, MinimizationOutput};
@@ -29,8 +38,8 @@ pub use pgd::{
     AttackOutput, BoundedAttack, Fgsm, PAPER_EPSILONS, Pgd, PgdConfig, StepSize, cross_entropy_sum,
 };
 pub use report::{
-    CurveWarning, EntryReport, ObfuscationFlag, RobustnessReport, RobustnessSuite, curve_warnings,
-    obfuscation_flags,
+    CurveWarning, EntryReport, ObfuscationFlag, RobustnessReport, RobustnessSuite,
+    WORST_CASE_REFERENCE, curve_warnings, obfuscation_flags, worst_case_flags,
 };
 pub use retrieval::{
     AlphaSchedule, HashDatabase, Optimizer, RetrievalAttack, RetrievalAttackOutput,
@@ -38,3 +47,4 @@ pub use retrieval::{
 pub use sdha::{Sdha, SdhaConfig};
 pub use signsym_feedback::GradientAlignment;
 pub use source::{GradientSource, SourceKind};
+pub use square::{Square, SquareConfig};

@@ -176,3 +176,38 @@ pub(crate) fn int_tensor(values: &[usize], device: &Device) -> Tensor<1, Int> {
         device,
     )
 }
+
+/// A `[batch, 1, 1, 1]` tensor of per-sample values, for broadcasting over images.
+pub(crate) fn per_sample(values: &[f32], device: &Device) -> Tensor<4> {
+    tensor(values.to_vec(), [values.len(), 1, 1, 1], device)
+}
+
+/// Per sample, `a` where `mask` is set and `b` elsewhere (exact: the other side is multiplied
+/// by zero, and both sides are finite).
+pub(crate) fn blend(mask: &[bool], a: Tensor<4>, b: Tensor<4>) -> Tensor<4> {
+    if mask.iter().all(|&m| !m) {
+        return b;
+    }
+    if mask.iter().all(|&m| m) {
+        return a;
+    }
+    let m: Vec<f32> = mask.iter().map(|&m| if m { 1.0 } else { 0.0 }).collect();
+    let m = per_sample(&m, &a.device());
+    a * m.clone() + b * m.neg().add_scalar(1.0)
+}
+
+/// The arg-max of each row of `[batch, classes]` host scores (the first maximum on ties, as
+/// `argmax`).
+pub(crate) fn argmax_rows(scores: &[f32], classes: usize) -> Vec<usize> {
+    scores
+        .chunks(classes)
+        .map(|row| {
+            row.iter()
+                .enumerate()
+                .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| {
+                    if v > bv { (i, v) } else { (bi, bv) }
+                })
+                .0
+        })
+        .collect()
+}

@@ -26,6 +26,11 @@ pub struct AttackOutput {
     pub success: Vec<bool>,
     /// The model's prediction on each adversarial input.
     pub predicted: Vec<usize>,
+    /// Forward passes spent on each sample (each gradient evaluation's, the attacked model's or
+    /// its surrogate's, and the final check).
+    pub queries: Vec<usize>,
+    /// Backward passes (input gradients) spent on each sample; 0 for black-box attacks.
+    pub gradients: Vec<usize>,
 }
 
 impl AttackOutput {
@@ -42,6 +47,12 @@ pub trait BoundedAttack {
 
     /// Perturbation norm ε is measured in.
     fn norm(&self) -> Norm;
+
+    /// Whether the attack follows an input gradient (false for score-based black-box attacks
+    /// such as [`Square`](crate::Square), which ignore the gradient source).
+    fn needs_gradient(&self) -> bool {
+        true
+    }
 
     /// Attacks `images` (true classes `labels`) within `epsilon`, with gradients from `source`.
     fn run(
@@ -226,7 +237,11 @@ impl BoundedAttack for Pgd {
             x = project(c.norm, &x0, x, eps);
             x = c.input_box.clip(x);
         }
-        finish(model, images, x, labels)
+        let mut out = finish(model, images, x, labels)?;
+        let backward = c.steps * source.backward_passes();
+        out.gradients = vec![backward; batch];
+        out.queries = vec![backward + 1; batch];
+        Ok(out)
     }
 }
 
@@ -293,10 +308,13 @@ pub(crate) fn finish(
     let adversarial = like(images, x);
     let predicted = predict(model, adversarial.clone())?;
     let success = predicted.iter().zip(labels).map(|(p, l)| p != l).collect();
+    let n = labels.len();
     Ok(AttackOutput {
         adversarial,
         success,
         predicted,
+        queries: vec![1; n],
+        gradients: vec![0; n],
     })
 }
 

@@ -6,6 +6,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use signsym_metrics::RobustnessCurve;
 
+use crate::autoattack::{AutoAttack, AutoAttackReport};
 use crate::bounds::{Norm, check_batch};
 use crate::decision::MinimizationAttack;
 use crate::diagnostics::gradient_alignment;
@@ -23,12 +24,17 @@ enum Entry<'a> {
         source: GradientSource<'a>,
     },
     Decision(&'a dyn MinimizationAttack),
+    AutoAttack {
+        suite: &'a AutoAttack,
+        source: GradientSource<'a>,
+    },
 }
 
 /// A set of attacks (each with its gradient source) evaluated on the same samples and budgets.
 ///
 /// A sample counts as broken at ε if *any* entry succeeds on it within ε (AutoAttack's
-/// worst-case aggregation); [`RobustnessReport::worst_case`] is the resulting curve.
+/// worst-case aggregation); [`RobustnessReport::worst_case`] is the resulting curve and the
+/// report's headline ([`RobustnessReport::headline`]), with the per-entry curves beside it.
 ///
 /// ```no_run
 /// # use burn::tensor::Tensor;
@@ -164,8 +170,10 @@ pub struct RobustnessReport {
     pub clean_accuracy: f64,
     /// One result per entry, in the order added.
     pub entries: Vec<EntryReport>,
-    /// Per-sample worst case over all entries.
+    /// Per-sample worst case over all entries: the headline robust accuracy.
     pub worst_case: RobustnessCurve,
+    /// The full report of each AutoAttack entry (stages, queries, sanity flags).
+    pub autoattack: Vec<AutoAttackReport>,
     /// Budgets where the model's own backward looks more robust than a reference source.
     pub obfuscation: Vec<ObfuscationFlag>,
     /// Curves that rise or stall.
@@ -203,6 +211,19 @@ impl<'a> RobustnessSuite<'a> {
     /// Adds a gradient attack with its gradient source.
     pub fn attack(mut self, attack: &'a dyn BoundedAttack, source: GradientSource<'a>) -> Self {
         self.entries.push(Entry::Bounded { attack, source });
+        self
+    }
+
+    /// Adds a score-based black-box attack such as [`Square`](crate::Square) (it needs no
+    /// gradient source).
+    pub fn score_attack(self, attack: &'a dyn BoundedAttack) -> Self {
+        self.attack(attack, GradientSource::Exact)
+    }
+
+    /// Adds AutoAttack with the gradient source of its white-box stages; it counts as one entry
+    /// whose per-sample result is the suite's own worst case.
+    pub fn autoattack(mut self, suite: &'a AutoAttack, source: GradientSource<'a>) -> Self {
+        self.entries.push(Entry::AutoAttack { suite, source });
         self
     }
 
@@ -279,6 +300,11 @@ impl<'a> RobustnessSuite<'a> {
                 .map(|e| match e {
                     Entry::Bounded { .. } => batches * self.epsilons.len(),
                     Entry::Decision(_) => batches,
+                    Entry::AutoAttack { suite, .. } => {
+                        n.div_ceil(suite.config().batch_size)
+                            * suite.attacks().len()
+                            * self.epsilons.len()
+                    }
                 })
                 .sum();
             let bar = ProgressBar::new(total as u64);
@@ -294,7 +320,9 @@ impl<'a> RobustnessSuite<'a> {
         };
         let tick = || bar.inc(1);
         let mut entries = Vec::new();
+        let mut autoattack = Vec::new();
         let mut worst = vec![vec![true; n]; self.epsilons.len()];
+        let mut per_sample = Vec::new();
         for entry in &self.entries {
             let (attack, source, robust, distances) = match entry {
                 Entry::Bounded { attack, source } => {
@@ -305,7 +333,15 @@ impl<'a> RobustnessSuite<'a> {
                             "differs from the suite's norm",
                         ));
                     }
-                    bar.set_prefix(format!("{}/{}", attack.name(), source.name()));
+                    let (label, kind) = if attack.needs_gradient() {
+                        (
+                            format!("{}/{}", attack.name(), source.name()),
+                            source.kind(),
+                        )
+                    } else {
+                        (attack.name(), SourceKind::Score)
+                    };
+                    bar.set_prefix(label.clone());
                     let robust = robust_per_sample_ticking(
                         model,
                         *attack,
@@ -316,12 +352,24 @@ impl<'a> RobustnessSuite<'a> {
                         self.batch_size,
                         &tick,
                     )?;
-                    (
-                        format!("{}/{}", attack.name(), source.name()),
-                        source.kind(),
-                        robust,
-                        None,
-                    )
+                    (label, kind, robust, None)
+                }
+                Entry::AutoAttack { suite, source } => {
+                    if suite.norm() != self.norm {
+                        return Err(invalid(
+                            "attack norm",
+                            suite.norm().name(),
+                            "differs from the suite's norm",
+                        ));
+                    }
+                    let label = format!("{}/{}", suite.name(), source.name());
+                    bar.set_prefix(label.clone());
+                    let report =
+                        suite.run_ticking(model, images, labels, &self.epsilons, source, &tick)?;
+                    let robust = report.robust.clone();
+                    let kind = report.source;
+                    autoattack.push(report);
+                    (label, kind, robust, None)
                 }
                 Entry::Decision(attack) => {
                     if attack.norm() != self.norm {
@@ -349,6 +397,7 @@ impl<'a> RobustnessSuite<'a> {
                     *a &= *b;
                 }
             }
+            per_sample.push(robust.clone());
             entries.push(EntryReport {
                 curve: curve_from(attack.clone(), &self.epsilons, &robust, self.confidence)?,
                 attack,
@@ -369,7 +418,13 @@ impl<'a> RobustnessSuite<'a> {
                 .count();
         }
         let clean_accuracy = correct as f64 / n as f64;
-        let obfuscation = obfuscation_flags(&entries, self.obfuscation_margin);
+        let mut obfuscation = obfuscation_flags(&entries, self.obfuscation_margin);
+        obfuscation.extend(worst_case_flags(
+            &entries,
+            &per_sample,
+            &self.epsilons,
+            self.obfuscation_margin,
+        ));
         let mut warnings = Vec::new();
         for curve in entries.iter().map(|e| &e.curve).chain([&worst_case]) {
             warnings.extend(curve_warnings(
@@ -389,10 +444,18 @@ impl<'a> RobustnessSuite<'a> {
             clean_accuracy,
             entries,
             worst_case,
+            autoattack,
             obfuscation,
             warnings,
             gradient_cosine,
         })
+    }
+}
+
+impl RobustnessReport {
+    /// The headline robust-accuracy curve: the per-sample worst case over every entry.
+    pub fn headline(&self) -> &RobustnessCurve {
+        &self.worst_case
     }
 }
 
@@ -426,6 +489,63 @@ pub fn obfuscation_flags(entries: &[EntryReport], margin: f64) -> Vec<Obfuscatio
                     reference: value,
                 });
             }
+        }
+    }
+    flags
+}
+
+/// The label of the reference side of [`worst_case_flags`].
+pub const WORST_CASE_REFERENCE: &str =
+    "worst case of the same attacks under reference sources and the black-box attacks";
+
+/// Flags each budget where the per-sample worst case over the entries that follow the model's
+/// backward keeps more than `margin` robust accuracy above the per-sample worst case over the
+/// reference-source entries of the same attacks and every black-box entry: the union of the
+/// model's own gradients looks more robust than the same attacks (and gradient-free ones) find
+/// it. `robust[e][k][i]` says whether sample `i` withstood entry `e` at `epsilons[k]`.
+pub fn worst_case_flags(
+    entries: &[EntryReport],
+    robust: &[Vec<Vec<bool>>],
+    epsilons: &[f64],
+    margin: f64,
+) -> Vec<ObfuscationFlag> {
+    let base = |label: &str| label.split('/').next().unwrap_or(label).to_string();
+    let feedback: Vec<usize> = (0..entries.len())
+        .filter(|&e| entries[e].source.follows_model_backward())
+        .collect();
+    let attacked: Vec<String> = feedback.iter().map(|&e| base(&entries[e].attack)).collect();
+    let reference: Vec<usize> = (0..entries.len())
+        .filter(|&e| {
+            let entry = &entries[e];
+            matches!(entry.source, SourceKind::Decision | SourceKind::Score)
+                || (entry.source.is_reference() && attacked.contains(&base(&entry.attack)))
+        })
+        .collect();
+    if feedback.is_empty() || reference.is_empty() {
+        return Vec::new();
+    }
+    // Decision-based entries may run on a subset: only same-sized outcomes combine.
+    let n = robust[feedback[0]].first().map_or(0, Vec::len);
+    let worst = |set: &[usize], k: usize| -> Option<f64> {
+        let rows: Vec<&Vec<bool>> = set.iter().map(|&e| &robust[e][k]).collect();
+        if n == 0 || rows.iter().any(|r| r.len() != n) {
+            return None;
+        }
+        let kept = (0..n).filter(|&i| rows.iter().all(|r| r[i])).count();
+        Some(kept as f64 / n as f64)
+    };
+    let mut flags = Vec::new();
+    for (k, &epsilon) in epsilons.iter().enumerate() {
+        if let (Some(f), Some(r)) = (worst(&feedback, k), worst(&reference, k))
+            && f - r > margin
+        {
+            flags.push(ObfuscationFlag {
+                epsilon,
+                feedback_entry: "worst case of the feedback-gradient entries".into(),
+                feedback: f,
+                reference_entry: WORST_CASE_REFERENCE.into(),
+                reference: r,
+            });
         }
     }
     flags

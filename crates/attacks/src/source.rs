@@ -49,6 +49,64 @@ pub enum SourceKind {
     Eot,
     /// No gradient: a decision-based attack.
     Decision,
+    /// No gradient: a score-based black-box attack (Square).
+    Score,
+}
+
+impl SourceKind {
+    /// Every kind, in the order reports list them.
+    pub const ALL: [SourceKind; 6] = [
+        Self::Feedback,
+        Self::Exact,
+        Self::Transfer,
+        Self::Eot,
+        Self::Decision,
+        Self::Score,
+    ];
+
+    /// The name reports and CSV files use (`feedback`, `exact`, `transfer`, `eot`, `decision`,
+    /// `score`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Feedback => "feedback",
+            Self::Exact => "exact",
+            Self::Transfer => "transfer",
+            Self::Eot => "eot",
+            Self::Decision => "decision",
+            Self::Score => "score",
+        }
+    }
+}
+
+impl std::fmt::Display for SourceKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for SourceKind {
+    type Err = AttackError;
+
+    /// Parses [`name`](Self::name) back (case-insensitive).
+    ///
+    /// ```
+    /// use signsym_attacks::SourceKind;
+    /// assert_eq!("Exact".parse::<SourceKind>().unwrap(), SourceKind::Exact);
+    /// assert!("gradient".parse::<SourceKind>().is_err());
+    /// ```
+    fn from_str(s: &str) -> Result<Self, AttackError> {
+        let key = s.trim().to_ascii_lowercase();
+        Self::ALL
+            .into_iter()
+            .find(|k| k.name() == key)
+            .ok_or_else(|| {
+                crate::error::invalid(
+                    "gradient source",
+                    s,
+                    "expected feedback, exact, transfer, eot, decision or score",
+                )
+            })
+    }
 }
 
 impl SourceKind {
@@ -85,6 +143,14 @@ impl GradientSource<'_> {
         }
     }
 
+    /// Backward passes one gradient evaluation costs (the draws of [`Eot`](Self::Eot), else 1).
+    pub fn backward_passes(&self) -> usize {
+        match self {
+            Self::Eot(n) => *n,
+            _ => 1,
+        }
+    }
+
     pub(crate) fn validate(&self) -> Result<(), AttackError> {
         if let Self::Eot(n) = self {
             check_count("EOT draws", *n)?;
@@ -104,15 +170,63 @@ impl GradientSource<'_> {
         loss: &dyn Fn(&dyn AttackModel, Tensor<4>) -> Tensor<1>,
         seed: u64,
     ) -> Result<Tensor<4>, AttackError> {
+        let (gradient, ()) = self.backward(model, x, seed, &|m, input| (loss(m, input), ()))?;
+        Ok(gradient)
+    }
+
+    /// One gradient evaluation of a per-sample loss: the input gradient of `Σ loss(scores)` at `x`
+    /// from this source, with the attacked model's scores and per-sample losses at `x`
+    /// (detached, on `x`'s device, without autodiff).
+    ///
+    /// `loss` maps `[batch, outputs]` scores to `[batch]` losses. With
+    /// [`Transfer`](Self::Transfer) the gradient is the surrogate's and the scores and losses
+    /// come from one more forward of `model`; with [`Eot`](Self::Eot) the gradient is the mean
+    /// of the draws and the scores those of the last draw (the forward is deterministic).
+    pub(crate) fn evaluate(
+        &self,
+        model: &dyn AttackModel,
+        x: &Tensor<4>,
+        loss: &dyn Fn(Tensor<2>) -> Tensor<1>,
+        seed: u64,
+    ) -> Result<Evaluation, AttackError> {
+        let (gradient, (scores, losses)) = self.backward(model, x, seed, &|m, input| {
+            let scores = m.scores(input);
+            let losses = loss(scores.clone());
+            (losses.clone().sum(), (scores.detach(), losses.detach()))
+        })?;
+        let (scores, losses) = match self {
+            Self::Transfer(_) => {
+                let scores = model.predict_scores(x.clone().inner().autodiff());
+                let losses = loss(scores.clone());
+                (scores, losses)
+            }
+            _ => (scores, losses),
+        };
+        Ok(Evaluation {
+            gradient,
+            scores: scores.inner(),
+            losses: losses.inner(),
+        })
+    }
+
+    /// The input gradient of `objective(model, x).0` through this source, with what the last
+    /// evaluation of `objective` returned beside it.
+    fn backward<T>(
+        &self,
+        model: &dyn AttackModel,
+        x: &Tensor<4>,
+        seed: u64,
+        objective: &dyn Fn(&dyn AttackModel, Tensor<4>) -> (Tensor<1>, T),
+    ) -> Result<(Tensor<4>, T), AttackError> {
         let x = x.clone().inner();
         let device = x.device();
         let one = |model: &dyn AttackModel, exact: bool, seed: u64| {
             device.seed(seed);
             let input = x.clone().autodiff().require_grad();
-            let out = if exact {
-                exact_gradients(|| loss(model, input.clone()))
+            let (out, extra) = if exact {
+                exact_gradients(|| objective(model, input.clone()))
             } else {
-                loss(model, input.clone())
+                objective(model, input.clone())
             };
             if !out.is_tracked() {
                 // The loss does not depend on a tracked input: the model is not on an
@@ -120,21 +234,34 @@ impl GradientSource<'_> {
                 return Err(AttackError::NotAutodiff);
             }
             let grads = out.backward();
-            input.grad(&grads).ok_or(AttackError::NotAutodiff)
+            let gradient = input.grad(&grads).ok_or(AttackError::NotAutodiff)?;
+            Ok((gradient, extra))
         };
         match self {
             Self::Feedback => one(model, false, seed),
             Self::Exact => one(model, true, seed),
             Self::Transfer(surrogate) => one(*surrogate, true, seed),
             Self::Eot(n) => {
-                let mut sum = one(model, false, mix(seed, 0))?;
+                let (mut sum, mut extra) = one(model, false, mix(seed, 0))?;
                 for draw in 1..*n {
-                    sum = sum + one(model, false, mix(seed, draw as u64))?;
+                    let (g, e) = one(model, false, mix(seed, draw as u64))?;
+                    sum = sum + g;
+                    extra = e;
                 }
-                Ok(sum.div_scalar(*n as f32))
+                Ok((sum.div_scalar(*n as f32), extra))
             }
         }
     }
+}
+
+/// What [`GradientSource::evaluate`] returns.
+pub(crate) struct Evaluation {
+    /// The input gradient, `[batch, c, h, w]`.
+    pub gradient: Tensor<4>,
+    /// The attacked model's scores, `[batch, outputs]`.
+    pub scores: Tensor<2>,
+    /// The per-sample losses of the attacked model, `[batch]`.
+    pub losses: Tensor<1>,
 }
 
 /// Derives a stream seed from a base seed and an index.

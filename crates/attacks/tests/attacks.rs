@@ -815,3 +815,357 @@ fn attacks_on_wgpu_match_flex() {
         }
     }
 }
+
+/// The DLR losses on a hand-computed case: values and gradients in closed form.
+#[test]
+fn dlr_losses_match_hand_computed_values_and_gradients() {
+    let device = Device::flex().autodiff();
+    let scores = Tensor::<2>::from_floats([[3.0, 1.0, 2.0, 0.0], [1.0, 4.0, 2.0, 0.0]], &device)
+        .require_grad();
+    let loss = dlr_loss(scores.clone(), &[0, 0]).unwrap();
+    // Row 0: y = 0 ranks first, so the runner-up is class 2; π3 is class 1:
+    // −(3 − 2) / (3 − 1) = −0.5. Row 1: class 1 leads; π3 is class 0 itself:
+    // −(1 − 4) / (4 − 1) = 1.
+    let values = host(loss.clone());
+    assert!(
+        (values[0] + 0.5).abs() < 1e-6 && (values[1] - 1.0).abs() < 1e-6,
+        "{values:?}"
+    );
+    let grads = loss.sum().backward();
+    let g = host(scores.grad(&grads).unwrap());
+    // Row 0, L = −(z0 − z2)/(z0 − z1): ∂z0 = −(z2 − z1)/4, ∂z1 = −(z0 − z2)/4, ∂z2 = 1/2.
+    let expected = [-0.25, -0.25, 0.5, 0.0];
+    for (k, e) in expected.iter().enumerate() {
+        assert!((g[k] - e).abs() < 1e-6, "∂z{k}: {} vs {e}", g[k]);
+    }
+    // Row 1, L = −(z0 − z1)/(z1 − z0) = 1 whatever the logits: no gradient.
+    assert!(g[4..].iter().all(|v| v.abs() < 1e-6), "{:?}", &g[4..]);
+
+    let scores = Tensor::<2>::from_floats([[3.0, 1.0, 2.0, 0.0]], &device);
+    // Target class 2: −(3 − 2) / (3 − (1 + 0)/2) = −0.4.
+    let t = targeted_dlr_loss(scores.clone(), &[0], &[2]).unwrap();
+    assert!((host(t)[0] + 0.4).abs() < 1e-6);
+    assert!(matches!(
+        dlr_loss(scores.clone().slice([0..1, 0..2]), &[0]),
+        Err(AttackError::InvalidParameter {
+            name: "classes",
+            ..
+        })
+    ));
+    assert!(targeted_dlr_loss(scores.slice([0..1, 0..3]), &[0], &[1]).is_err());
+}
+
+/// Checkpoints as the paper defines them (`w_j = ⌈p_j N⌉`, recurrence on `p_j`), and the step
+/// size halving at each one when the loss never rises.
+#[test]
+fn apgd_checkpoints_and_step_size_schedule_follow_the_paper() {
+    for steps in [10, 37, 50, 100, 250] {
+        let mut expected = Vec::new();
+        let (mut before, mut p) = (0.0f64, 0.22f64);
+        while p <= 1.0 + 1e-12 {
+            let w = (p * steps as f64 - 1e-9).ceil() as usize;
+            if expected.last() != Some(&w) {
+                expected.push(w);
+            }
+            let next = p + (p - before - 0.03).max(0.06);
+            before = p;
+            p = next;
+        }
+        assert_eq!(apgd_checkpoints(steps), expected, "N = {steps}");
+    }
+    let device = Device::flex().autodiff();
+    // A model whose loss never changes: every checkpoint halves the step.
+    let model = FnModel::new(3, |x: Tensor<4>| {
+        let z = x.flatten::<2>(1, 3).sum_dim(1).mul_scalar(0.0);
+        Tensor::cat(
+            vec![z.clone().add_scalar(1.0), z.clone(), z.sub_scalar(1.0)],
+            1,
+        )
+    });
+    let x = Tensor::<4>::full([2, 1, 2, 2], 0.5, &device);
+    let eps = 0.1f32;
+    let apgd = ApgdConfig::ce().with_steps(50).init().unwrap();
+    let trace = apgd
+        .trace(&model, &x, &[0, 0], eps as f64, &GradientSource::Exact)
+        .unwrap();
+    assert_eq!(trace.step_sizes.len(), 50);
+    for (i, steps) in trace.step_sizes.iter().enumerate() {
+        let halvings = trace.checkpoints.iter().filter(|&&w| w <= i).count() as i32;
+        let expected = 2.0 * eps * 0.5f32.powi(halvings);
+        for s in steps {
+            assert!(
+                (s - expected).abs() < 1e-7,
+                "iteration {i}: {s} vs {expected}"
+            );
+        }
+    }
+}
+
+/// APGD and Square on the BP digits CNN: inside the ball and the box, ε = 0 is clean
+/// accuracy, APGD-CE at least as strong as PGD with the same iterations, Square within its
+/// budget and breaking a share of the points.
+#[test]
+fn apgd_and_square_on_the_digits_cnn() {
+    let _rng = rng_lock();
+    let device = Device::flex().autodiff();
+    let (train, test) = digits();
+    let bp = attack_mode(bp_digits_model(&train, &device));
+    let (x, labels) = images(&test, 120, &device);
+    let x0 = host(x.clone());
+    let clean = accuracy(&bp, &x, &labels);
+    let dim = 64;
+    let eps = [0.0, 0.03, 0.06, 0.1];
+    let steps = 20;
+    let apgd = ApgdConfig::ce().with_steps(steps).init().unwrap();
+    let pgd = PgdConfig::new()
+        .with_steps(steps)
+        .with_step_size(StepSize::Relative(2.5 / steps as f64))
+        .with_random_start(true)
+        .init()
+        .unwrap();
+    let a = robust_accuracy(&bp, &apgd, &x, &labels, &eps, &GradientSource::Exact, 60).unwrap();
+    let p = robust_accuracy(&bp, &pgd, &x, &labels, &eps, &GradientSource::Exact, 60).unwrap();
+    assert_eq!(a.points[0].value, clean);
+    let total =
+        |c: &signsym_metrics::RobustnessCurve| c.points.iter().map(|p| p.value).sum::<f64>();
+    println!(
+        "clean {clean:.3}; APGD-CE {:?}; PGD-{steps} {:?}",
+        a.points.iter().map(|p| p.value).collect::<Vec<_>>(),
+        p.points.iter().map(|p| p.value).collect::<Vec<_>>()
+    );
+    assert!(
+        total(&a) <= total(&p),
+        "APGD {} vs PGD {}",
+        total(&a),
+        total(&p)
+    );
+
+    for (attack, norm, epsilon) in [
+        (
+            ApgdConfig::targeted().with_steps(10).with_target_classes(3),
+            Norm::Linf,
+            0.08,
+        ),
+        (
+            ApgdConfig::dlr().with_steps(10).with_norm(Norm::L2),
+            Norm::L2,
+            0.6,
+        ),
+    ] {
+        let out = attack
+            .init()
+            .unwrap()
+            .run(&bp, &x, &labels, epsilon, &GradientSource::Exact)
+            .unwrap();
+        let adv = host(out.adversarial);
+        assert!(adv.iter().all(|v| (0.0..=1.0).contains(v)), "box violated");
+        for d in norm.distances(&adv, &x0, dim) {
+            assert!(
+                d <= epsilon * (1.0 + 1e-5) + 1e-6,
+                "{norm:?}: {d} > {epsilon}"
+            );
+        }
+        assert!(
+            out.gradients.iter().all(|&g| g <= 3 * 11),
+            "{:?}",
+            out.gradients
+        );
+    }
+
+    let budget = 300;
+    for (norm, epsilon) in [(Norm::Linf, 0.1), (Norm::L2, 1.0)] {
+        let square = SquareConfig::new()
+            .with_norm(norm)
+            .with_queries(budget)
+            .with_seed(1)
+            .init()
+            .unwrap();
+        let out = square
+            .run(&bp, &x, &labels, epsilon, &GradientSource::Exact)
+            .unwrap();
+        assert!(
+            out.queries.iter().all(|&q| q <= budget),
+            "{:?}",
+            out.queries
+        );
+        assert!(out.gradients.iter().all(|&g| g == 0));
+        let adv = host(out.adversarial.clone());
+        assert!(adv.iter().all(|v| (0.0..=1.0).contains(v)), "box violated");
+        for d in norm.distances(&adv, &x0, dim) {
+            assert!(
+                d <= epsilon * (1.0 + 1e-5) + 1e-6,
+                "{norm:?}: {d} > {epsilon}"
+            );
+        }
+        // Judged on the returned points.
+        assert_eq!(
+            out.success,
+            predict(&bp, out.adversarial.clone())
+                .unwrap()
+                .iter()
+                .zip(&labels)
+                .map(|(p, l)| p != l)
+                .collect::<Vec<_>>()
+        );
+        let robust = out.robust_accuracy();
+        println!("Square {norm:?} ε = {epsilon}: robust accuracy {robust:.3} (clean {clean:.3})");
+        assert!(robust < clean - 0.2, "{norm:?}: Square left {robust}");
+    }
+}
+
+/// AutoAttack through the feedback backward and through the exact gradient of the same
+/// weights: identical for BP, apart (and flagged) for uSF.
+#[test]
+fn autoattack_flags_feedback_obfuscation_on_usf_not_on_bp() {
+    let _rng = rng_lock();
+    let device = Device::flex().autodiff();
+    let (train, test) = digits();
+    let (x, labels) = images(&test, 100, &device);
+    let bp = attack_mode(bp_digits_model(&train, &device));
+    let mut usf = bp_digits_model(&train, &device);
+    set_rule(&mut usf, FeedbackRule::USf, 0).unwrap();
+    let usf = attack_mode(usf);
+    let aa = AutoAttackConfig::new()
+        .with_steps(10)
+        .with_target_classes(2)
+        .with_square_queries(100)
+        .init()
+        .unwrap();
+    let fgsm = Fgsm::default();
+    let eps = vec![0.0, 0.04, 0.08];
+    let mut gaps = Vec::new();
+    for (name, model) in [("bp", &bp), ("usf", &usf)] {
+        let report = RobustnessSuite::new(Norm::Linf, eps.clone())
+            .unwrap()
+            .attack(&fgsm, GradientSource::Feedback)
+            .attack(&fgsm, GradientSource::Exact)
+            .autoattack(&aa, GradientSource::Feedback)
+            .autoattack(&aa, GradientSource::Exact)
+            .run(model, &x, &labels)
+            .unwrap();
+        assert_eq!(report.autoattack.len(), 2);
+        let aa_fb = &report.autoattack[0];
+        let aa_ex = &report.autoattack[1];
+        assert_eq!(aa_fb.curve.points[0].value, report.clean_accuracy);
+        for stage in &aa_ex.stages {
+            assert_eq!(stage.attacked[0], 0, "ε = 0 attacks nothing");
+        }
+        // Robust accuracy only falls from stage to stage; the headline is the worst case.
+        for k in 0..eps.len() {
+            let r: Vec<f64> = aa_ex.stages.iter().map(|s| s.robust_accuracy[k]).collect();
+            assert!(r.windows(2).all(|w| w[1] <= w[0]), "{r:?}");
+            assert!(report.headline().points[k].value <= aa_ex.curve.points[k].value);
+        }
+        let gap: f64 = (1..eps.len())
+            .map(|k| aa_fb.curve.points[k].value - aa_ex.curve.points[k].value)
+            .sum();
+        println!(
+            "{name}: AA feedback {:?}, exact {:?}, flags {:?}",
+            aa_fb
+                .curve
+                .points
+                .iter()
+                .map(|p| p.value)
+                .collect::<Vec<_>>(),
+            aa_ex
+                .curve
+                .points
+                .iter()
+                .map(|p| p.value)
+                .collect::<Vec<_>>(),
+            report
+                .obfuscation
+                .iter()
+                .map(|f| f.to_string())
+                .collect::<Vec<_>>()
+        );
+        gaps.push(gap);
+        if name == "bp" {
+            assert!(report.obfuscation.is_empty(), "{:?}", report.obfuscation);
+            assert_eq!(
+                aa_fb.robust, aa_ex.robust,
+                "BP's feedback is its exact gradient"
+            );
+        } else {
+            assert!(
+                report
+                    .obfuscation
+                    .iter()
+                    .any(|f| f.feedback_entry.starts_with("autoattack")),
+                "no AutoAttack flag for uSF: {:?}",
+                report.obfuscation
+            );
+            assert!(
+                report
+                    .obfuscation
+                    .iter()
+                    .any(|f| f.reference_entry == WORST_CASE_REFERENCE),
+                "no worst-case flag for uSF"
+            );
+        }
+    }
+    assert!(gaps[1] > gaps[0] + 0.05, "{gaps:?}");
+}
+
+/// AutoAttack's sanity checks: zero gradients and a random forward are reported.
+#[test]
+fn autoattack_sanity_flags() {
+    let _rng = rng_lock();
+    let device = Device::flex().autodiff();
+    let x = Tensor::<4>::full([4, 1, 2, 2], 0.5, &device);
+    let aa = AutoAttackConfig::new()
+        .with_steps(5)
+        .with_target_classes(1)
+        .with_square_queries(10)
+        .init()
+        .unwrap();
+    // Class 0 always wins and no pixel matters.
+    let flat = FnModel::new(4, |x: Tensor<4>| {
+        let z = x.flatten::<2>(1, 3).sum_dim(1).mul_scalar(0.0);
+        Tensor::cat(vec![z.clone().add_scalar(2.0), z.clone(), z.clone(), z], 1)
+    });
+    let report = aa
+        .run(&flat, &x, &[0; 4], &[0.0, 0.1], &GradientSource::Exact)
+        .unwrap();
+    assert!(
+        report.flags.contains(&SanityFlag::ZeroGradients {
+            source: SourceKind::Exact,
+            count: 4,
+            samples: 4
+        }),
+        "{:?}",
+        report.flags
+    );
+    assert_eq!(report.curve.points[1].value, 1.0);
+    // Noise from the device generator in the forward.
+    let noisy = FnModel::new(4, |x: Tensor<4>| {
+        let f = x.flatten::<2>(1, 3);
+        let noise = Tensor::<2>::random(
+            [f.dims()[0], 4],
+            Distribution::Normal(0.0, 1.0),
+            &f.device(),
+        );
+        f.slice([0..4, 0..4]) + noise
+    });
+    let report = aa
+        .run(&noisy, &x, &[0; 4], &[0.0], &GradientSource::Exact)
+        .unwrap();
+    assert!(
+        report
+            .flags
+            .iter()
+            .any(|f| matches!(f, SanityFlag::NonDeterministicForward { .. })),
+        "{:?}",
+        report.flags
+    );
+    assert!(matches!(
+        SquareConfig::new().with_queries(1).init(),
+        Err(AttackError::InvalidParameter {
+            name: "queries",
+            ..
+        })
+    ));
+    assert!(ApgdConfig::ce().with_rho(0.0).init().is_err());
+    assert!(ApgdConfig::ce().with_momentum(1.5).init().is_err());
+    assert!(AutoAttackConfig::new().with_batch_size(0).init().is_err());
+}

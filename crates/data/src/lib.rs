@@ -1,8 +1,4 @@
-//! Dataset readers for signsym.
-//!
-//! Every reader returns a typed [`DataError`] that names the file and the position of the
-//! problem; none of them panics on a truncated or corrupt file.
-
+#![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
 mod cifar;

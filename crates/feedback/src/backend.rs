@@ -161,7 +161,7 @@ impl LayerOp {
     }
 
     /// The input gradient, with `v` where backpropagation has the weight.
-    fn x_backward<B: Backend>(
+    fn x_backward<B: FeedbackBackend>(
         &self,
         x: Option<FloatTensor<B>>,
         v: FloatTensor<B>,
@@ -171,7 +171,7 @@ impl LayerOp {
         match self {
             Self::Linear => B::linear_x_backward(v, grad),
             Self::Conv1d(o) => B::conv1d_x_backward(x(), v, grad, o.clone()),
-            Self::Conv2d(o) => B::conv2d_x_backward(x(), v, grad, o.clone()),
+            Self::Conv2d(o) => B::feedback_conv2d_x_backward(x(), v, grad, o.clone()),
             Self::ConvTranspose2d(o) => B::conv_transpose2d_x_backward(v, grad, o.clone()),
         }
     }
@@ -194,7 +194,7 @@ impl LayerOp {
     }
 
     /// The weight gradient; linear needs no weight for it, the convolutions do (for its shape).
-    fn weight_backward<B: Backend>(
+    fn weight_backward<B: FeedbackBackend>(
         &self,
         x: FloatTensor<B>,
         weight: Option<FloatTensor<B>>,
@@ -204,7 +204,7 @@ impl LayerOp {
         match self {
             Self::Linear => B::linear_weight_backward(x, grad),
             Self::Conv1d(o) => B::conv1d_weight_backward(x, weight(), grad, o.clone()),
-            Self::Conv2d(o) => B::conv2d_weight_backward(x, weight(), grad, o.clone()),
+            Self::Conv2d(o) => B::feedback_conv2d_weight_backward(x, weight(), grad, o.clone()),
             Self::ConvTranspose2d(o) => {
                 B::conv_transpose2d_weight_backward(x, weight(), grad, o.clone())
             }
@@ -318,6 +318,30 @@ pub trait FeedbackBackend: Backend {
         Self::conv2d(x, weight, bias.into_option(), options)
     }
 
+    /// The input gradient of a 2-d convolution with kernel `weight` (`W`, or a feedback tensor
+    /// `V`) and output gradient `output_grad`: burn's kernel, except on Flex, which has none of
+    /// its own and gets an im2col one here.
+    fn feedback_conv2d_x_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        Self::conv2d_x_backward(x, weight, output_grad, options)
+    }
+
+    /// The weight gradient of a 2-d convolution of `x` with output gradient `output_grad`
+    /// (`weight` gives the shape): burn's kernel, except on Flex (see
+    /// [`feedback_conv2d_x_backward`](Self::feedback_conv2d_x_backward)).
+    fn feedback_conv2d_weight_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        Self::conv2d_weight_backward(x, weight, output_grad, options)
+    }
+
     /// 2-d transposed convolution; `W` is `[channels_in, channels_out / groups, k₁, k₂]`.
     fn feedback_conv_transpose2d(
         x: FloatTensor<Self>,
@@ -343,6 +367,44 @@ impl FeedbackBackend for burn::backend::Flex {
         match crate::fused::feedback_matrix_parts(&kernel, &weight, aux.as_ref()) {
             Some(parts) => parts,
             None => kernel.form_parts::<Self>(weight, aux),
+        }
+    }
+
+    fn feedback_conv2d_x_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        let s = x.shape();
+        let dims = [s[0], s[1], s[2], s[3]];
+        match crate::flex_conv::conv2d_x_backward(dims, &weight, &output_grad, &options) {
+            Some(dx) => dx,
+            None => <Self as burn::backend::ops::ModuleOps<Self>>::conv2d_x_backward(
+                x,
+                weight,
+                output_grad,
+                options,
+            ),
+        }
+    }
+
+    fn feedback_conv2d_weight_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        let s = weight.shape();
+        let dims = [s[0], s[1], s[2], s[3]];
+        match crate::flex_conv::conv2d_weight_backward(&x, dims, &output_grad, &options) {
+            Some(dw) => dw,
+            None => <Self as burn::backend::ops::ModuleOps<Self>>::conv2d_weight_backward(
+                x,
+                weight,
+                output_grad,
+                options,
+            ),
         }
     }
 }

@@ -5,6 +5,8 @@ pub mod backend;
 mod diagnostics;
 mod error;
 #[cfg(feature = "flex")]
+mod flex_conv;
+#[cfg(feature = "flex")]
 mod fused;
 pub mod layers;
 pub mod ops;

@@ -75,6 +75,21 @@ impl<M: Backbone> Network<M> {
             .ok_or_else(|| ModelError::Data("the network has no parameters".into()))
     }
 
+    /// Writes every parameter and buffer to a safetensors file (keys are the module paths,
+    /// `backbone.conv1.weight`, `head.linear.bias`, …; linear weights in burn's `[in, out]`
+    /// layout, convolution kernels as PyTorch's), so the same weights can be loaded elsewhere,
+    /// for example into a PyTorch replica for cross-checks.
+    pub fn save_safetensors(&self, path: impl AsRef<std::path::Path>) -> Result<(), ModelError> {
+        use burn::store::{ModuleSnapshot, SafetensorsStore};
+        let path = path.as_ref();
+        let mut store = SafetensorsStore::from_file(path).overwrite(true);
+        self.save_into(&mut store)
+            .map_err(|e| ModelError::WeightFile {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })
+    }
+
     /// The head's task.
     pub fn task(&self) -> Task {
         self.head.task

@@ -3,12 +3,12 @@ use burn::module::{Module, Param};
 use burn::nn::Initializer;
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Tensor};
 
 use super::common::{active_kernel, aux_for, conv_fans, same_padding};
 use super::{FeedbackLayer, impl_feedback_layer, with_rule};
+use crate::FeedbackKernel;
 use crate::ops::{check_groups, check_input_channels, conv2d_with};
 use crate::{FeedbackConfig, FeedbackError, FeedbackRule};
 
@@ -143,7 +143,9 @@ impl FeedbackConv2d {
         let weight = self.weight.val();
         let bias = self.bias.as_ref().map(|b| b.val());
         match active_kernel(&self.settings, conv_fans(&weight.dims())) {
-            None => conv2d(input, weight, bias, options),
+            // Backpropagation through the same op (`V = W`): the forward is burn's kernel, and
+            // the backward gets the extension's faster Flex kernels.
+            None => conv2d_with(input, weight, bias, None, options, FeedbackKernel::WEIGHT),
             Some(kernel) => {
                 let aux = aux_for(&kernel, &self.feedback, "FeedbackConv2d");
                 conv2d_with(input, weight, bias, aux, options, kernel)

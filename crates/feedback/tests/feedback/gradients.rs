@@ -2,15 +2,13 @@
 //! forward bit-identical to burn's layers, dW and db equal to BP, dx equal to the straight-through
 //! formulation `op(x.detach(), W, b) + op(x, V) − op(x, V).detach()` and, for linear, to `g·Vᵀ`.
 
-mod common;
-
+use crate::common::*;
 use burn::nn::PaddingConfig1d;
 use burn::nn::PaddingConfig2d;
 use burn::tensor::activation::relu;
 use burn::tensor::module::{conv_transpose2d, conv1d, conv2d, linear};
 use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
 use burn::tensor::{Device, Distribution, Tensor};
-use common::*;
 use signsym_feedback::layers::*;
 use signsym_feedback::ops::feedback_matrix;
 use signsym_feedback::{
@@ -570,6 +568,123 @@ fn conv2d_under_gradient_checkpointing_matches_straight_through() {
                 xa.grad(&ga).unwrap(),
                 xb.grad(&gb).unwrap(),
                 TOL,
+            );
+        }
+    }
+}
+
+/// The extension's Flex kernels for a convolution's input and weight gradients against burn's
+/// generic ones, over strides, asymmetric padding, dilation, groups, 1×1 kernels and batches
+/// smaller and larger than the thread count; and the same bits with one thread as with two.
+#[test]
+fn flex_conv2d_backward_kernels_match_burn_on_many_shapes() {
+    let _serial = serial();
+    let device = Device::flex().autodiff();
+    device.seed(11);
+    // (batch, in, out, [h, w], [k1, k2], stride, padding (begin, end) per axis, dilation, groups)
+    type Case = (
+        usize,
+        usize,
+        usize,
+        [usize; 2],
+        [usize; 2],
+        [usize; 2],
+        [(usize, usize); 2],
+        [usize; 2],
+        usize,
+    );
+    let cases: [Case; 8] = [
+        (1, 3, 4, [7, 6], [3, 3], [1, 1], [(1, 1), (1, 1)], [1, 1], 1),
+        (3, 4, 6, [9, 8], [3, 2], [2, 1], [(1, 2), (0, 1)], [1, 2], 2),
+        (5, 8, 8, [6, 6], [1, 1], [1, 1], [(0, 0), (0, 0)], [1, 1], 1),
+        (
+            2,
+            6,
+            9,
+            [11, 5],
+            [5, 3],
+            [3, 2],
+            [(2, 0), (1, 1)],
+            [1, 1],
+            3,
+        ),
+        (4, 4, 4, [8, 8], [3, 3], [1, 1], [(1, 1), (1, 1)], [2, 2], 4),
+        (2, 2, 3, [4, 4], [4, 4], [1, 1], [(0, 0), (0, 0)], [1, 1], 1),
+        (
+            6,
+            5,
+            7,
+            [10, 10],
+            [7, 7],
+            [2, 2],
+            [(3, 3), (3, 3)],
+            [1, 1],
+            1,
+        ),
+        (
+            2,
+            16,
+            32,
+            [4, 4],
+            [1, 1],
+            [2, 2],
+            [(0, 0), (0, 0)],
+            [1, 1],
+            1,
+        ),
+    ];
+    for (case, &(batch, cin, cout, hw, k, stride, padding, dilation, groups)) in
+        cases.iter().enumerate()
+    {
+        let options = ConvOptions::new_with_padding(stride, padding, dilation, groups);
+        let x = random([batch, cin, hw[0], hw[1]], &device);
+        let w = random([cout, cin / groups, k[0], k[1]], &device);
+        let v = random([cout, cin / groups, k[0], k[1]], &device);
+        let y_dims = conv2d(x.clone(), w.clone(), None, options.clone()).dims();
+        let r = random(y_dims, &device);
+        let ours = || {
+            let xo = x.clone().detach().require_grad();
+            let wo = w.clone().detach().require_grad();
+            let y = signsym_feedback::ops::feedback_conv2d(
+                xo.clone(),
+                wo.clone(),
+                None,
+                v.clone(),
+                options.clone(),
+            )
+            .unwrap();
+            let g = (y * r.clone()).sum().backward();
+            (xo.grad(&g).unwrap(), wo.grad(&g).unwrap())
+        };
+        let (dx, dw) = ours();
+        // burn: dW from the forward with W, dx from the forward with V.
+        let xb = x.clone().detach().require_grad();
+        let wb = w.clone().detach().require_grad();
+        let g = (conv2d(xb.clone().detach(), wb.clone(), None, options.clone()) * r.clone())
+            .sum()
+            .backward();
+        let dw_burn = wb.grad(&g).unwrap();
+        let g = (conv2d(xb.clone(), v.clone(), None, options.clone()) * r.clone())
+            .sum()
+            .backward();
+        let dx_burn = xb.grad(&g).unwrap();
+        assert_close(&format!("case {case}: dx"), dx.clone(), dx_burn, TOL);
+        assert_close(&format!("case {case}: dW"), dw.clone(), dw_burn, TOL);
+        for threads in [1, 2] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let (dx_t, dw_t) = pool.install(&ours);
+            assert_identical(
+                &format!("case {case}: dx, {threads} thread(s)"),
+                dx_t,
+                dx.clone(),
+            );
+            assert_identical(
+                &format!("case {case}: dW, {threads} thread(s)"),
+                dw_t,
+                dw.clone(),
             );
         }
     }

@@ -1,12 +1,10 @@
 //! The default scale keeps a deep network's input gradient finite and the size of BP's; the
 //! paper's unit scale does not.
 
-mod common;
-
+use crate::common::*;
 use burn::nn::PaddingConfig2d;
 use burn::tensor::Device;
 use burn::tensor::activation::relu;
-use common::*;
 use signsym_feedback::layers::{FeedbackConv2d, FeedbackConv2dConfig};
 use signsym_feedback::{FeedbackRule, FeedbackScale, input_gradient, set_rule, set_scale};
 

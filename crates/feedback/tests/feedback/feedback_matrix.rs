@@ -2,10 +2,8 @@
 //! device (on Flex it is the fused one-pass kernel, elsewhere burn's generic ops), and the
 //! statistics and seeding of brSF's magnitudes.
 
-mod common;
-
+use crate::common::*;
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
-use common::*;
 use signsym_feedback::ops::feedback_matrix;
 use signsym_feedback::{FeedbackError, FeedbackForm, FeedbackKernel, ScaleKind};
 

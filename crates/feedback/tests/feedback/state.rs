@@ -1,15 +1,13 @@
 //! Fixed feedback tensors are state, not parameters: untouched by Adam and weight decay, saved and
 //! loaded with the record, checked on load. Rules switch at run time without touching weights.
 
-mod common;
-
+use crate::common::*;
 use burn::module::{Module, Param};
 use burn::nn::{Linear, LinearConfig, Relu};
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::store::ModuleRecord;
 use burn::tensor::{Device, Tensor};
-use common::*;
 use signsym_feedback::layers::*;
 use signsym_feedback::*;
 

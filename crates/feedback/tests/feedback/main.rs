@@ -1,0 +1,8 @@
+//! Integration tests of the feedback rules, one binary (one link) for all of them.
+
+mod common;
+mod errors;
+mod feedback_matrix;
+mod gradients;
+mod scale;
+mod state;

@@ -1,0 +1,5 @@
+//! Integration tests of the models, one binary (one link) for all of them.
+
+mod torchvision;
+mod training;
+mod transfer;
