@@ -22,7 +22,8 @@ use signsym::feedback::FeedbackRule;
 use signsym::losses::CrossEntropyConfig;
 use signsym::models::{FineTuneConfig, Network, SmallCnnConfig, Task, fine_tune};
 use signsym::study::{
-    ClassBatches, DatasetName, InputView, load_classification, write_atomic, write_json,
+    ClassBatches, DatasetName, InputView, load_classification, subset_seed, write_atomic,
+    write_json,
 };
 
 #[derive(Parser, Debug)]
@@ -84,7 +85,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let pre = FineTuneConfig::pretraining(2e-3)
         .with_epochs(1)
         .with_progress(!args.quiet);
-    let mnist_train = mnist.train.take(args.train_examples)?;
+    let mnist_train = mnist
+        .train
+        .stratified(args.train_examples, subset_seed(0, "pretrain"))?;
     let start = fine_tune(
         start,
         ce.clone(),
@@ -98,7 +101,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?
     .network;
 
-    let test = fashion.test.take(args.examples)?;
+    let test = fashion
+        .test
+        .stratified(args.examples, subset_seed(0, "test"))?;
     let all: Vec<usize> = (0..test.len()).collect();
     let images = view.pixels(&test, &all, &device)?;
     let labels = test.classes(&all)?;
@@ -113,7 +118,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     write_atomic(&args.out.join("images.f32"), &pixels)?;
     write_json(&args.out.join("labels.json"), &labels)?;
 
-    let train = fashion.train.take(args.train_examples)?;
+    let train = fashion
+        .train
+        .stratified(args.train_examples, subset_seed(0, "train"))?;
     let apgd_ce = ApgdConfig::ce().with_steps(args.steps).init()?;
     let apgd_t = ApgdConfig::targeted().with_steps(args.steps).init()?;
     let square = SquareConfig::new()

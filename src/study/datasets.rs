@@ -175,9 +175,18 @@ impl FromStr for DatasetName {
 /// Where an [`Images`] set keeps its pixels.
 #[derive(Clone, Debug)]
 enum Pixels {
-    /// Decoded, `height × width × channels` per image, channels last.
+    /// Decoded, `height × width × channels` per image, channels last, as `f32` (values that are
+    /// not multiples of 1/255, as the 8×8 digits').
     Memory {
         values: Vec<f32>,
+        channels: usize,
+        height: usize,
+        width: usize,
+    },
+    /// Decoded, as `Memory`, in bytes: value `k` is the pixel `k/255` (IDX, CIFAR and image
+    /// files are 8-bit: a quarter of the memory, exactly).
+    Bytes {
+        values: Vec<u8>,
         channels: usize,
         height: usize,
         width: usize,
@@ -203,15 +212,40 @@ pub struct Images {
     num_classes: usize,
 }
 
+/// `values` as bytes `k` with `values[i] == k/255` exactly, if every value is one.
+fn as_bytes(values: &[f32]) -> Option<Vec<u8>> {
+    values
+        .iter()
+        .map(|&v| {
+            let k = (v * 255.0).round();
+            ((0.0..=255.0).contains(&k) && (k as u8 as f32 / 255.0).to_bits() == v.to_bits())
+                .then_some(k as u8)
+        })
+        .collect()
+}
+
+/// In-memory pixels, as bytes when that is exact.
+fn memory(values: Vec<f32>, channels: usize, height: usize, width: usize) -> Pixels {
+    match as_bytes(&values) {
+        Some(values) => Pixels::Bytes {
+            values,
+            channels,
+            height,
+            width,
+        },
+        None => Pixels::Memory {
+            values,
+            channels,
+            height,
+            width,
+        },
+    }
+}
+
 impl From<ImageDataset> for Images {
     fn from(d: ImageDataset) -> Self {
         Self {
-            pixels: Pixels::Memory {
-                values: d.images,
-                channels: d.channels,
-                height: d.height,
-                width: d.width,
-            },
+            pixels: memory(d.images, d.channels, d.height, d.width),
             labels: Labels::Single(d.labels),
             num_classes: d.num_classes,
         }
@@ -221,12 +255,7 @@ impl From<ImageDataset> for Images {
 impl From<signsym_data::MultiLabelImages> for Images {
     fn from(d: signsym_data::MultiLabelImages) -> Self {
         Self {
-            pixels: Pixels::Memory {
-                values: d.images,
-                channels: d.channels,
-                height: d.height,
-                width: d.width,
-            },
+            pixels: memory(d.images, d.channels, d.height, d.width),
             labels: Labels::Multi(d.labels),
             num_classes: d.num_classes,
         }
@@ -284,7 +313,7 @@ impl Images {
     /// Channels of the stored pixels (3 for decoded files).
     pub fn channels(&self) -> usize {
         match &self.pixels {
-            Pixels::Memory { channels, .. } => *channels,
+            Pixels::Memory { channels, .. } | Pixels::Bytes { channels, .. } => *channels,
             Pixels::Files { .. } => 3,
         }
     }
@@ -292,7 +321,9 @@ impl Images {
     /// Height and width of the stored pixels.
     pub fn size(&self) -> [usize; 2] {
         match &self.pixels {
-            Pixels::Memory { height, width, .. } => [*height, *width],
+            Pixels::Memory { height, width, .. } | Pixels::Bytes { height, width, .. } => {
+                [*height, *width]
+            }
             Pixels::Files { side, .. } => [*side, *side],
         }
     }
@@ -300,24 +331,36 @@ impl Images {
     /// The images at `indices`, in that order.
     pub fn select(&self, indices: &[usize]) -> Result<Self, StudyError> {
         self.check(indices)?;
+        fn gather<T: Copy>(values: &[T], n: usize, indices: &[usize]) -> Vec<T> {
+            let mut out = Vec::with_capacity(indices.len() * n);
+            for &i in indices {
+                out.extend_from_slice(&values[i * n..(i + 1) * n]);
+            }
+            out
+        }
         let pixels = match &self.pixels {
             Pixels::Memory {
                 values,
                 channels,
                 height,
                 width,
-            } => {
-                let n = channels * height * width;
-                Pixels::Memory {
-                    values: indices
-                        .iter()
-                        .flat_map(|&i| values[i * n..(i + 1) * n].iter().copied())
-                        .collect(),
-                    channels: *channels,
-                    height: *height,
-                    width: *width,
-                }
-            }
+            } => Pixels::Memory {
+                values: gather(values, channels * height * width, indices),
+                channels: *channels,
+                height: *height,
+                width: *width,
+            },
+            Pixels::Bytes {
+                values,
+                channels,
+                height,
+                width,
+            } => Pixels::Bytes {
+                values: gather(values, channels * height * width, indices),
+                channels: *channels,
+                height: *height,
+                width: *width,
+            },
             Pixels::Files { paths, side } => Pixels::Files {
                 paths: indices.iter().map(|&i| paths[i].clone()).collect(),
                 side: *side,
@@ -338,6 +381,59 @@ impl Images {
     pub fn take(&self, n: usize) -> Result<Self, StudyError> {
         let n = n.min(self.len());
         self.select(&(0..n).collect::<Vec<_>>())
+    }
+
+    /// A seeded draw of `n` images (all of them, in their order, when `n` is at least the set's
+    /// size) that keeps the class proportions: each class gives `⌊n·share⌋` images, the
+    /// remaining ones go to the classes with the largest remainders; multi-label sets are drawn
+    /// uniformly. Never a prefix: data sets stored class by class would otherwise give a
+    /// subset of one class.
+    pub fn stratified(&self, n: usize, seed: u64) -> Result<Self, StudyError> {
+        self.select(&self.stratified_indices(n, seed))
+    }
+
+    /// The indices [`stratified`](Self::stratified) draws.
+    pub fn stratified_indices(&self, n: usize, seed: u64) -> Vec<usize> {
+        let len = self.len();
+        if n >= len {
+            return (0..len).collect();
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut chosen = match &self.labels {
+            Labels::Multi(_) => {
+                let mut all: Vec<usize> = (0..len).collect();
+                all.shuffle(&mut rng);
+                all.truncate(n);
+                all
+            }
+            Labels::Single(labels) => {
+                let classes = labels.iter().copied().max().map_or(0, |m| m + 1);
+                let mut members: Vec<Vec<usize>> = vec![Vec::new(); classes];
+                for (i, &c) in labels.iter().enumerate() {
+                    members[c].push(i);
+                }
+                let mut quota: Vec<usize> = members.iter().map(|m| m.len() * n / len).collect();
+                let mut rest: Vec<(usize, usize)> = members
+                    .iter()
+                    .enumerate()
+                    .map(|(c, m)| (m.len() * n % len, c))
+                    .collect();
+                // Largest remainders first, lower classes first on ties.
+                rest.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+                let missing = n - quota.iter().sum::<usize>();
+                for &(_, c) in rest.iter().take(missing) {
+                    quota[c] += 1;
+                }
+                let mut out = Vec::with_capacity(n);
+                for (m, q) in members.iter_mut().zip(quota) {
+                    m.shuffle(&mut rng);
+                    out.extend_from_slice(&m[..q]);
+                }
+                out
+            }
+        };
+        chosen.shuffle(&mut rng);
+        chosen
     }
 
     fn check(&self, indices: &[usize]) -> Result<(), StudyError> {
@@ -362,10 +458,27 @@ impl Images {
                 width,
             } => {
                 let n = channels * height * width;
-                let out = indices
-                    .iter()
-                    .flat_map(|&i| values[i * n..(i + 1) * n].iter().copied())
-                    .collect();
+                let mut out = Vec::with_capacity(indices.len() * n);
+                for &i in indices {
+                    out.extend_from_slice(&values[i * n..(i + 1) * n]);
+                }
+                Ok((out, *channels, *height, *width))
+            }
+            Pixels::Bytes {
+                values,
+                channels,
+                height,
+                width,
+            } => {
+                let n = channels * height * width;
+                let mut out = Vec::with_capacity(indices.len() * n);
+                for &i in indices {
+                    out.extend(
+                        values[i * n..(i + 1) * n]
+                            .iter()
+                            .map(|&v| f32::from(v) / 255.0),
+                    );
+                }
                 Ok((out, *channels, *height, *width))
             }
             Pixels::Files { paths, side } => {
@@ -373,6 +486,44 @@ impl Images {
                 Ok((load_images(&chosen, *side)?, 3, *side, *side))
             }
         }
+    }
+
+    /// Image files decoded once, in parallel with a progress bar, into bytes at the set's side,
+    /// when they take at most `budget` bytes that way (a data set larger than that stays on disk
+    /// and is decoded batch by batch). In-memory sets are returned as they are.
+    pub fn decoded(self, budget: usize, progress: bool) -> Result<Self, StudyError> {
+        let Pixels::Files { paths, side } = &self.pixels else {
+            return Ok(self);
+        };
+        let size = paths.len().saturating_mul(side * side * 3);
+        if size > budget {
+            return Ok(self);
+        }
+        let bar = if progress {
+            let bar = indicatif::ProgressBar::new(paths.len() as u64);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "decoding {bar:30} {pos}/{len} images {elapsed_precise}",
+                )
+                .expect("valid template"),
+            );
+            bar
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        let chosen: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
+        let values = signsym_data::load_images_u8(&chosen, *side, &|k| bar.inc(k as u64))?;
+        bar.finish_and_clear();
+        Ok(Self {
+            pixels: Pixels::Bytes {
+                values,
+                channels: 3,
+                height: *side,
+                width: *side,
+            },
+            labels: self.labels,
+            num_classes: self.num_classes,
+        })
     }
 
     /// Class of each image at `indices`; an error for multi-label data.
@@ -498,6 +649,19 @@ impl BatchSource for ClassBatches<'_> {
 
     fn len(&self) -> usize {
         self.images.len()
+    }
+
+    fn validate(&self, outputs: usize) -> Result<(), ModelError> {
+        let data = |e: StudyError| ModelError::Data(e.to_string());
+        let all: Vec<usize> = (0..self.images.len()).collect();
+        let classes = self.images.classes(&all).map_err(data)?;
+        // Decoded files are finite by construction; in-memory pixels are checked once.
+        let pixels: &[f32] = match &self.images.pixels {
+            Pixels::Memory { values, .. } => values,
+            // Bytes and decoded files are finite by construction.
+            Pixels::Bytes { .. } | Pixels::Files { .. } => &[],
+        };
+        signsym_models::validate_classes(pixels, &classes, outputs)
     }
 
     fn batch(
@@ -631,6 +795,17 @@ pub fn encode<M: Backbone>(
     Ok(codes)
 }
 
+/// Image files are decoded once into bytes at the model's side when the whole split takes at
+/// most this much memory that way (4 GiB: 85,000 images at 128 × 128, 28,000 at 224 × 224);
+/// larger splits stay on disk and are decoded batch by batch.
+pub const DECODE_BUDGET: usize = 4 << 30;
+
+/// The seed of the subset drawn for `purpose` (`"train"`, `"test"`, …) from a run's seed:
+/// one stream per purpose, so the training draw does not decide the test draw.
+pub fn subset_seed(seed: u64, purpose: &str) -> u64 {
+    signsym_feedback::layer_seed(seed, purpose)
+}
+
 /// A classification data set: training and test images.
 #[derive(Clone, Debug)]
 pub struct ClassificationData {
@@ -684,6 +859,7 @@ pub fn load_classification(
                     "train/ and val/ hold different class folders",
                 ));
             }
+            // Listed only: the caller draws its subset, then decodes it ([`Images::decoded`]).
             (
                 Images::from_folder(&train, side),
                 Images::from_folder(&val, side),
@@ -741,13 +917,12 @@ pub fn load_retrieval(
                 "train/ and val/ hold different class folders",
             ));
         }
-        let database = Images::from_folder(&database, side);
-        let mut order: Vec<usize> = (0..database.len()).collect();
-        order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
-        order.truncate(train.min(database.len()));
+        let database = Images::from_folder(&database, side).decoded(DECODE_BUDGET, true)?;
         return Ok(RetrievalData {
-            train: database.select(&order)?,
-            query: Images::from_folder(&val, side).take(queries)?,
+            train: database.stratified(train, subset_seed(seed, "train"))?,
+            query: Images::from_folder(&val, side)
+                .stratified(queries, subset_seed(seed, "query"))?
+                .decoded(DECODE_BUDGET, true)?,
             database,
         });
     }
@@ -759,17 +934,18 @@ pub fn load_retrieval(
             let all = signsym_data::read_multilabel_list(dir.join("all.txt"), classes)?;
             split_for_hashing(&all, queries, train, seed)?
         };
+        let decode = |list| Images::from_list(dir, list, side).decoded(DECODE_BUDGET, true);
         return Ok(RetrievalData {
-            train: Images::from_list(dir, &splits.train, side),
-            query: Images::from_list(dir, &splits.query, side),
-            database: Images::from_list(dir, &splits.database, side),
+            train: decode(&splits.train)?,
+            query: decode(&splits.query)?,
+            database: decode(&splits.database)?,
         });
     }
     let data = load_classification(name, dir, side, seed)?;
     match mosaics {
         None => Ok(RetrievalData {
-            train: data.train.take(train)?,
-            query: data.test.take(queries)?,
+            train: data.train.stratified(train, subset_seed(seed, "train"))?,
+            query: data.test.stratified(queries, subset_seed(seed, "query"))?,
             database: data.train,
         }),
         Some(count) => {
@@ -790,7 +966,7 @@ pub fn load_retrieval(
             let query: Images =
                 composite_mosaics(&as_dataset(&data.test)?, queries, seed ^ 0x9e37)?.into();
             Ok(RetrievalData {
-                train: database.take(train)?,
+                train: database.stratified(train, subset_seed(seed, "train"))?,
                 query,
                 database,
             })
@@ -837,14 +1013,28 @@ mod tests {
             (data.database.len(), data.query.len(), data.train.len()),
             (6, 3, 4)
         );
-        assert_eq!(data.query.labels(), &Labels::Single(vec![0, 0, 1]));
+        let Labels::Single(mut queries) = data.query.labels().clone() else {
+            panic!("single-label queries")
+        };
+        queries.sort();
+        assert_eq!(queries, vec![0, 0, 1], "a stratified draw of 3 from 2 + 2");
         assert_eq!(data.train.size(), [4, 4]);
         let pixels = InputView {
             channels: 3,
             side: 4,
             normalize: None,
         }
-        .pixels(&data.query, &[2], &Device::flex())
+        .pixels(
+            &data.query,
+            &[data
+                .query
+                .classes(&[0, 1, 2])
+                .unwrap()
+                .iter()
+                .position(|&c| c == 1)
+                .unwrap()],
+            &Device::flex(),
+        )
         .unwrap()
         .try_to_vec_as::<f32>()
         .unwrap();
@@ -857,6 +1047,61 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("different class folders"), "{err}");
+    }
+
+    /// A folder stored class by class: a prefix of it is one class; the draw keeps proportions.
+    #[test]
+    fn subsets_of_a_class_sorted_folder_are_stratified_not_prefixes() {
+        let dir = tempfile::tempdir().unwrap();
+        for (c, class) in ["a", "b", "c"].iter().enumerate() {
+            for part in ["train", "val"] {
+                let folder = dir.path().join(part).join(class);
+                std::fs::create_dir_all(&folder).unwrap();
+                for i in 0..(10 + 5 * c) {
+                    image::RgbImage::from_pixel(5, 5, image::Rgb([(20 * c + i) as u8; 3]))
+                        .save(folder.join(format!("{i:02}.png")))
+                        .unwrap();
+                }
+            }
+        }
+        let data = load_classification(DatasetName::ImageNet, dir.path(), 4, 0).unwrap();
+        assert_eq!(data.train.len(), 45);
+        let count = |images: &Images| {
+            let mut n = [0usize; 3];
+            for c in images
+                .classes(&(0..images.len()).collect::<Vec<_>>())
+                .unwrap()
+            {
+                n[c] += 1;
+            }
+            n
+        };
+        // 45 images as 10 / 15 / 20: 9 of them are 2 / 3 / 4.
+        let draw = data
+            .train
+            .stratified(9, 3)
+            .unwrap()
+            .decoded(1 << 20, false)
+            .unwrap();
+        assert_eq!(count(&draw), [2, 3, 4]);
+        assert_eq!(
+            count(&data.train.take(9).unwrap()),
+            [9, 0, 0],
+            "the prefix this replaces"
+        );
+        // Largest remainders: 10 of 45 are 2.22 / 3.33 / 4.44 → 2 / 3 / 5.
+        assert_eq!(count(&data.train.stratified(10, 3).unwrap()), [2, 3, 5]);
+        let indices = |seed| data.train.stratified_indices(9, seed);
+        assert_eq!(indices(3), indices(3));
+        assert!(
+            (0..10).any(|s| indices(s) != indices(3)),
+            "the draw ignores its seed"
+        );
+        assert_eq!(
+            data.train.stratified_indices(100, 3),
+            (0..45).collect::<Vec<_>>()
+        );
+        assert_eq!(draw.size(), [4, 4]);
     }
 
     #[test]

@@ -13,8 +13,9 @@ pub mod robust_finetune;
 mod summary;
 
 pub use datasets::{
-    ClassBatches, ClassificationData, DatasetName, HashBatches, IMAGENET_STATS, Images, InputView,
-    Labels, RetrievalData, ViewedModel, accuracy, encode, load_classification, load_retrieval,
+    ClassBatches, ClassificationData, DECODE_BUDGET, DatasetName, HashBatches, IMAGENET_STATS,
+    Images, InputView, Labels, RetrievalData, ViewedModel, accuracy, encode, load_classification,
+    load_retrieval, subset_seed,
 };
 pub use device::DeviceChoice;
 pub use error::StudyError;

@@ -25,8 +25,8 @@ use signsym_models::{
 };
 
 use super::datasets::{
-    ClassBatches, DatasetName, HashBatches, IMAGENET_STATS, Images, InputView, ViewedModel,
-    accuracy, encode, load_classification, load_retrieval,
+    ClassBatches, DECODE_BUDGET, DatasetName, HashBatches, IMAGENET_STATS, Images, InputView,
+    ViewedModel, accuracy, encode, load_classification, load_retrieval, subset_seed,
 };
 use super::device::DeviceChoice;
 use super::error::{StudyError, invalid};
@@ -287,7 +287,9 @@ fn prepare<M: Backbone>(
     }
     let name = args.pretrain_dataset;
     let data = load_classification(name, &args.data_dir(name), view.side, args.seed)?;
-    let train = data.train.take(args.pretrain_examples)?;
+    let train = data
+        .train
+        .stratified(args.pretrain_examples, subset_seed(args.seed, "pretrain"))?;
     println!(
         "BP pre-training of {} on {} {name} images",
         args.backbone.key(),
@@ -538,14 +540,17 @@ fn classification_data(args: &PaperArgs) -> Result<(Images, Images), StudyError>
     let side = args.image_size.unwrap_or(224);
     let data = load_classification(args.dataset, &args.data_dir(args.dataset), side, args.seed)?;
     let train = match args.train_examples {
-        Some(n) => data.train.take(n)?,
+        Some(n) => data.train.stratified(n, subset_seed(args.seed, "train"))?,
         None => data.train,
     };
     let test = match args.test_examples {
-        Some(n) => data.test.take(n)?,
+        Some(n) => data.test.stratified(n, subset_seed(args.seed, "test"))?,
         None => data.test,
     };
-    Ok((train, test))
+    Ok((
+        train.decoded(DECODE_BUDGET, !args.quiet)?,
+        test.decoded(DECODE_BUDGET, !args.quiet)?,
+    ))
 }
 
 fn retrieval_data(args: &PaperArgs) -> Result<super::datasets::RetrievalData, StudyError> {
@@ -566,13 +571,15 @@ fn retrieval_data(args: &PaperArgs) -> Result<super::datasets::RetrievalData, St
         args.seed,
     )?;
     if let Some(n) = args.database_examples {
-        data.database = data.database.take(n)?;
+        data.database = data
+            .database
+            .stratified(n, subset_seed(args.seed, "database"))?;
     }
     if let Some(n) = args.test_examples {
-        data.query = data.query.take(n)?;
+        data.query = data.query.stratified(n, subset_seed(args.seed, "query"))?;
     }
     if let Some(n) = args.train_examples {
-        data.train = data.train.take(n)?;
+        data.train = data.train.stratified(n, subset_seed(args.seed, "train"))?;
     }
     Ok(data)
 }

@@ -27,7 +27,9 @@ use signsym_feedback::FeedbackRule;
 use signsym_losses::CrossEntropyConfig;
 use signsym_models::{FineTuneConfig, ModelError, Network, SmallCnnConfig, Task, fine_tune};
 
-use super::datasets::{ClassBatches, InputView, accuracy, load_classification};
+use super::datasets::{
+    ClassBatches, Images, InputView, accuracy, load_classification, subset_seed,
+};
 use super::error::{StudyError, invalid};
 use super::output::{ResultRow, read_json, text_table, write_atomic, write_csv, write_json};
 use super::plot::plot_panels;
@@ -269,10 +271,14 @@ pub fn run(
     let mnist = load_classification(DatasetName::Mnist, &config.data_dir, 28, config.seed)?;
     let fashion =
         load_classification(DatasetName::FashionMnist, &config.data_dir, 28, config.seed)?;
-    let mnist_train = mnist.train.take(config.pretrain_examples)?;
-    let mnist_test = mnist.test.take(2000)?;
-    let train = fashion.train.take(config.train_examples)?;
-    let test = fashion.test.take(config.test_examples)?;
+    // Seeded class-stratified subsets, one stream per purpose.
+    let draw = |images: &Images, n: usize, purpose: &str| {
+        images.stratified(n, subset_seed(config.seed, purpose))
+    };
+    let mnist_train = draw(&mnist.train, config.pretrain_examples, "pretrain")?;
+    let mnist_test = draw(&mnist.test, 2000, "pretrain-test")?;
+    let train = draw(&fashion.train, config.train_examples, "train")?;
+    let test = draw(&fashion.test, config.test_examples, "test")?;
     let view = InputView {
         channels: 1,
         side: 28,
@@ -327,7 +333,7 @@ pub fn run(
     };
     println!("pre-trained: MNIST test accuracy {pretrain_accuracy:.4}");
 
-    let attack_set = test.take(config.attack_examples)?;
+    let attack_set = draw(&test, config.attack_examples, "attack")?;
     let all: Vec<usize> = (0..attack_set.len()).collect();
     let attack_labels = attack_set.classes(&all)?;
     let attack_images = view.pixels(&attack_set, &all, &device)?;

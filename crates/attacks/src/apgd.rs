@@ -141,15 +141,15 @@ pub fn apgd_checkpoints(steps: usize) -> Vec<usize> {
 /// use signsym_attacks::{ApgdConfig, BoundedAttack, FnModel, GradientSource};
 ///
 /// let device = Device::flex().autodiff();
-/// // Class 0 scores the pixel mean, class 1 its negation, class 2 a constant.
+/// // Class 0 wins above a pixel mean of 0.5, class 1 below; class 2 never does.
 /// let model = FnModel::new(3, |x: Tensor<4>| {
 ///     let m = x.flatten::<2>(1, 3).mean_dim(1);
-///     Tensor::cat(vec![m.clone(), m.neg(), Tensor::zeros_like(&x.flatten::<2>(1, 3).mean_dim(1)).add_scalar(-0.45)], 1)
+///     Tensor::cat(vec![m.clone().sub_scalar(0.5), m.clone().neg().add_scalar(0.5), m.mul_scalar(0.0).sub_scalar(1.0)], 1)
 /// });
-/// let images = Tensor::<4>::full([2, 1, 2, 2], 0.4, &device);
+/// let images = Tensor::<4>::full([2, 1, 2, 2], 0.6, &device);
 /// let apgd = ApgdConfig::ce().with_steps(10).init()?;
-/// let out = apgd.run(&model, &images, &[0, 0], 0.5, &GradientSource::Exact)?;
-/// // Pushing every pixel towards 0 makes class 1 win.
+/// let out = apgd.run(&model, &images, &[0, 0], 0.3, &GradientSource::Exact)?;
+/// // Lowering every pixel by up to 0.3 makes class 1 win.
 /// assert_eq!(out.success, vec![true, true]);
 /// # Ok::<(), signsym_attacks::AttackError>(())
 /// ```
@@ -351,10 +351,10 @@ impl Apgd {
             Norm::Linf => grad.sign(),
             Norm::L2 => grad.clone() / l2_norms(grad).add_scalar(1e-12),
         };
-        self.into_ball(x0, x + direction * step, eps)
+        self.project_into_ball(x0, x + direction * step, eps)
     }
 
-    fn into_ball(&self, x0: &Tensor<4>, x: Tensor<4>, eps: f32) -> Tensor<4> {
+    fn project_into_ball(&self, x0: &Tensor<4>, x: Tensor<4>, eps: f32) -> Tensor<4> {
         self.config
             .input_box
             .clip(project(self.config.norm, x0, x, eps))
@@ -411,7 +411,7 @@ impl Apgd {
             let z = self.step(x0, x.clone(), grad, per_sample(&step, &device), eps);
             let mixed =
                 x.clone() + (z - x).mul_scalar(momentum) + previous_move.mul_scalar(1.0 - momentum);
-            x = self.into_ball(x0, mixed, eps);
+            x = self.project_into_ball(x0, mixed, eps);
 
             let e = source.evaluate(model, &x, &loss, mix(seed, i as u64 + 2))?;
             *gradients += source.backward_passes();

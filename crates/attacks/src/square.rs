@@ -264,7 +264,7 @@ impl Square {
             Norm::L2 => {
                 let mut s = side(3);
                 if s % 2 == 0 {
-                    s = if s + 1 <= h.min(w) { s + 1 } else { s - 1 };
+                    s = if s < h.min(w) { s + 1 } else { s - 1 };
                 }
                 let (vh, vw) = position(rng, s);
                 let (vh2, vw2) = position(rng, s);

@@ -16,7 +16,7 @@ pub use composite::{MultiLabelImages, composite_mosaics};
 pub use digits::{DIGITS_CLASSES, DIGITS_SIDE, Digits, read_digits_csv};
 pub use error::DataError;
 pub use idx::read_idx;
-pub use image_folder::{ImageFolder, load_images};
+pub use image_folder::{ImageFolder, load_images, load_images_u8};
 pub use multilabel::{
     HashingSplits, MultiLabelList, multi_hot, read_hashing_splits, read_multilabel_list,
     split_for_hashing,

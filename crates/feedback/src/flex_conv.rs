@@ -57,7 +57,7 @@ impl Geometry {
         let consistent = g[0] == x[0]
             && g[1] == w[0]
             && x[1] == w[1] * groups
-            && w[0] % groups == 0
+            && w[0].is_multiple_of(groups)
             && geometry.stride.iter().all(|&s| s > 0);
         consistent.then_some(geometry)
     }

@@ -66,4 +66,17 @@ impl TaskLoss for CrossEntropy {
         read_targets(&targets, classes)?;
         Ok(self.inner.forward(logits, targets))
     }
+
+    fn loss_validated(
+        &self,
+        logits: Tensor<2>,
+        targets: Tensor<1, Int>,
+    ) -> Result<Tensor<1>, LossError> {
+        let [batch, _] = logits.dims();
+        if batch == 0 {
+            return Err(LossError::Empty("empty batch"));
+        }
+        check_len("targets", batch, targets.dims()[0])?;
+        Ok(self.inner.forward(logits, targets))
+    }
 }

@@ -27,4 +27,15 @@ pub trait TaskLoss {
 
     /// The mean loss of the batch; a typed error for mismatched shapes or invalid targets.
     fn loss(&self, output: Tensor<2>, target: Self::Target) -> Result<Tensor<1>, LossError>;
+
+    /// [`loss`](Self::loss) for targets already validated (a training loop checks its data set
+    /// once): shapes are still checked, but target values need not be read back from the device,
+    /// which on a GPU would stall the queue every step. Defaults to `loss`.
+    fn loss_validated(
+        &self,
+        output: Tensor<2>,
+        target: Self::Target,
+    ) -> Result<Tensor<1>, LossError> {
+        self.loss(output, target)
+    }
 }

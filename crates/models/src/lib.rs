@@ -27,6 +27,6 @@ pub use resnet::{BasicBlock, Downsample, ResNet, ResNetConfig};
 pub use small_cnn::{SmallCnn, SmallCnnConfig};
 pub use train::{
     AccuracyEvaluator, BatchSource, Evaluator, FineTuneConfig, FineTuned, Objective, Trainee,
-    accuracy, fine_tune, pretrain, recalibrate_batch_norm,
+    accuracy, fine_tune, pretrain, recalibrate_batch_norm, validate_classes,
 };
 pub use vgg::{Vgg16, Vgg16Config};

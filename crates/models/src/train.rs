@@ -138,6 +138,14 @@ pub trait BatchSource {
         self.len() == 0
     }
 
+    /// Checks every example once before training: finite pixels and targets a model with
+    /// `outputs` outputs can be trained on. The loop then skips those checks per batch, which
+    /// would read each batch back from the device. Defaults to no check.
+    fn validate(&self, outputs: usize) -> Result<(), ModelError> {
+        let _ = outputs;
+        Ok(())
+    }
+
     /// The examples at `indices`, as `[n, channels, height, width]` images and their targets.
     fn batch(
         &self,
@@ -151,6 +159,10 @@ impl BatchSource for ImageDataset {
 
     fn len(&self) -> usize {
         ImageDataset::len(self)
+    }
+
+    fn validate(&self, outputs: usize) -> Result<(), ModelError> {
+        validate_classes(&self.images, &self.labels, outputs)
     }
 
     fn batch(
@@ -178,6 +190,28 @@ impl BatchSource for ImageDataset {
         Ok((images, targets))
     }
 }
+
+/// Checks pixels for finiteness and class labels against `outputs` (the check of
+/// [`BatchSource::validate`] for in-memory classification data).
+pub fn validate_classes(
+    pixels: &[f32],
+    labels: &[usize],
+    outputs: usize,
+) -> Result<(), ModelError> {
+    if let Some(i) = pixels.iter().position(|v| !v.is_finite()) {
+        return Err(ModelError::Data(format!("pixel {i} is not finite")));
+    }
+    if let Some((i, &c)) = labels.iter().enumerate().find(|(_, c)| **c >= outputs) {
+        return Err(ModelError::Data(format!(
+            "label {c} of example {i} is not one of the model's {outputs} classes"
+        )));
+    }
+    Ok(())
+}
+
+/// Training losses are read back from the device in blocks of this many steps (one stall per
+/// block instead of one per step on a GPU).
+const LOSS_READ_EVERY: usize = 16;
 
 /// Scores a network after each epoch (higher is better).
 pub trait Evaluator<M: Backbone> {
@@ -337,6 +371,7 @@ where
         state = saved;
     }
 
+    train.validate(trainee.network.task().outputs())?;
     let learning_rates = learning_rates(&trainee, config);
     let steps_per_epoch = train.len().div_ceil(config.batch_size);
     let mut evaluator = evaluator;
@@ -345,34 +380,31 @@ where
         let order = epoch_order(train.len(), config.seed, epoch);
         let bar = progress_bar(config, epoch, steps_per_epoch, state.step);
         let started = Instant::now();
+        let mut pending: Vec<(usize, Tensor<1>)> = Vec::new();
         for (step, chunk) in order.chunks(config.batch_size).enumerate().skip(state.step) {
             // Dropout masks and brSF draws come from the device RNG: reseeding it per step
             // makes a resumed run draw what the uninterrupted run drew.
             device.seed(step_seed(config.seed, epoch, step));
             let (images, targets) = train.batch(chunk, &device)?;
-            let output = trainee.network.try_forward(images)?;
-            let loss = trainee.objective.loss(output, targets)?;
-            let value = loss.clone().into_scalar::<f32>();
-            if !value.is_finite() {
-                return Err(ModelError::Diverged {
-                    epoch,
-                    step,
-                    loss: value,
-                });
-            }
+            // Values were validated once; the shape is known without reading the batch back.
+            trainee.network.backbone.check_input(images.dims())?;
+            let output = trainee.network.forward(images);
+            let loss = trainee.objective.loss_validated(output, targets)?;
+            pending.push((step, loss.clone().detach()));
             let grads = GradientsParams::from_grads(loss.backward(), &trainee);
             trainee = optimizer.step(learning_rates.clone(), trainee, grads);
-            state.loss_sum += f64::from(value);
-            state.loss_count += 1;
             state.step = step + 1;
-            bar.set_message(format!(
-                "loss {:.4}",
-                state.loss_sum / state.loss_count as f64
-            ));
+            let stopping = stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst))
+                && state.step < steps_per_epoch;
+            if pending.len() == LOSS_READ_EVERY || state.step == steps_per_epoch || stopping {
+                read_losses(&mut pending, &mut state, epoch)?;
+                bar.set_message(format!(
+                    "loss {:.4}",
+                    state.loss_sum / state.loss_count.max(1) as f64
+                ));
+            }
             bar.inc(1);
-            if stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst))
-                && state.step < steps_per_epoch
-            {
+            if stopping {
                 state.seconds += started.elapsed().as_secs_f64();
                 bar.abandon_with_message("interrupted");
                 if let Some(dir) = &config.checkpoint_dir {
@@ -424,6 +456,34 @@ where
         objective: trainee.objective,
         history: state.history,
     })
+}
+
+/// Reads the pending step losses back (one transfer), in step order, into the epoch's sums; a
+/// non-finite loss ends training with the step it came from.
+fn read_losses(
+    pending: &mut Vec<(usize, Tensor<1>)>,
+    state: &mut LoopState,
+    epoch: usize,
+) -> Result<(), ModelError> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let steps: Vec<usize> = pending.iter().map(|(s, _)| *s).collect();
+    let values = Tensor::cat(pending.drain(..).map(|(_, l)| l).collect(), 0)
+        .try_to_vec_as::<f32>()
+        .map_err(|e| ModelError::Data(format!("loss values: {e:?}")))?;
+    for (step, value) in steps.into_iter().zip(values) {
+        if !value.is_finite() {
+            return Err(ModelError::Diverged {
+                epoch,
+                step,
+                loss: value,
+            });
+        }
+        state.loss_sum += f64::from(value);
+        state.loss_count += 1;
+    }
+    Ok(())
 }
 
 /// Re-estimates the batch-norm running statistics of `network` from `batches` of `data` with

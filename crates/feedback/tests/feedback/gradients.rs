@@ -675,7 +675,7 @@ fn flex_conv2d_backward_kernels_match_burn_on_many_shapes() {
                 .num_threads(threads)
                 .build()
                 .unwrap();
-            let (dx_t, dw_t) = pool.install(&ours);
+            let (dx_t, dw_t) = pool.install(ours);
             assert_identical(
                 &format!("case {case}: dx, {threads} thread(s)"),
                 dx_t,
