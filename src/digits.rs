@@ -143,23 +143,24 @@ pub fn to_tensors(data: &ImageDataset, device: &Device) -> (Tensor<4>, Tensor<1,
     (images, labels)
 }
 
-/// Top-1 accuracy of `model` on `data`, in batches of 256.
+/// Top-1 accuracy of `model` on `data`, in batches of 256 (signsym-metrics' `TopKAccuracy`).
 pub fn accuracy<M: DigitsClassifier>(model: &M, data: &ImageDataset, device: &Device) -> f64 {
     let (images, labels) = to_tensors(data, device);
-    let mut correct = 0i64;
+    let mut top1 = signsym_metrics::TopKAccuracy::new(&[1]).expect("k = 1 is valid");
     let n = data.len();
     for start in (0..n).step_by(256) {
         let end = (start + 256).min(n);
         let logits = model.forward(images.clone().slice(start..end));
-        let hits = logits
-            .argmax(1)
-            .flatten::<1>(0, 1)
-            .equal(labels.clone().slice(start..end))
-            .int()
-            .sum();
-        correct += hits.into_scalar::<i64>();
+        // The logits of a finite model on finite data: the update only fails on NaN logits,
+        // which count as wrong here as argmax would make them.
+        if top1
+            .update(logits, labels.clone().slice(start..end))
+            .is_err()
+        {
+            return f64::NAN;
+        }
     }
-    correct as f64 / n as f64
+    top1.accuracy(1).unwrap_or(0.0)
 }
 
 /// Trains `model` under `rule` on `train` (all layers, Adam with weight decay) and reports the

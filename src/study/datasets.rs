@@ -50,11 +50,15 @@ pub enum DatasetName {
     Coco,
     /// NUS-WIDE hashing lists (21 classes), as ImageNet100.
     NusWide,
+    /// torchvision's `ImageFolder` layout: `<data-dir>/train/<class>/*` and
+    /// `<data-dir>/test/<class>/*` (or `val/`), PNG or JPEG of any size, classes from the folder
+    /// names, sorted.
+    Folder,
 }
 
 impl DatasetName {
     /// Every name, as the command line spells them.
-    pub const ALL: [&'static str; 9] = [
+    pub const ALL: [&'static str; 10] = [
         "mnist",
         "fashion-mnist",
         "digits",
@@ -64,10 +68,11 @@ impl DatasetName {
         "imagenet100",
         "coco",
         "nus-wide",
+        "folder",
     ];
 
     /// The variants, in the order of [`ALL`](Self::ALL).
-    const VARIANTS: [Self; 9] = [
+    const VARIANTS: [Self; 10] = [
         Self::Mnist,
         Self::FashionMnist,
         Self::Digits,
@@ -77,6 +82,7 @@ impl DatasetName {
         Self::ImageNet100,
         Self::Coco,
         Self::NusWide,
+        Self::Folder,
     ];
 
     /// Whether the data set ships in the repository's `data/`.
@@ -89,15 +95,16 @@ impl DatasetName {
         matches!(self, Self::ImageNet100 | Self::Coco | Self::NusWide)
     }
 
-    /// Number of classes.
-    pub fn num_classes(self) -> usize {
-        match self {
+    /// Number of classes (`None` for a folder: its class folders decide).
+    pub fn num_classes(self) -> Option<usize> {
+        Some(match self {
             Self::Mnist | Self::FashionMnist | Self::Digits | Self::Cifar10 => 10,
             Self::Cifar100 | Self::ImageNet100 => 100,
             Self::ImageNet => 1000,
             Self::Coco => 80,
             Self::NusWide => 21,
-        }
+            Self::Folder => return None,
+        })
     }
 
     /// The k of mAP@k in the hashing literature: 1,000 for ImageNet-100, 5,000 otherwise.
@@ -756,21 +763,16 @@ pub fn accuracy<M: Backbone>(
     let model = network.valid();
     let device = model.device()?;
     let indices: Vec<usize> = (0..images.len()).collect();
-    let mut correct = 0usize;
+    let mut top1 = signsym_metrics::TopKAccuracy::new(&[1])?;
     for chunk in indices.chunks(batch_size.max(1)) {
         let x = view.prepare(view.pixels(images, chunk, &device)?);
-        let predicted = model.try_forward(x)?.argmax(1).flatten::<1>(0, 1);
-        let truth = images.classes(chunk)?;
-        let predicted: Vec<i64> = predicted
-            .try_to_vec_as::<i64>()
-            .map_err(|e| invalid("predictions", format!("{e:?}"), "unreadable"))?;
-        correct += predicted
-            .iter()
-            .zip(&truth)
-            .filter(|(p, t)| **p as usize == **t)
-            .count();
+        let scores = model
+            .try_forward(x)?
+            .try_to_vec_as::<f32>()
+            .map_err(|e| invalid("scores", format!("{e:?}"), "unreadable"))?;
+        top1.update_scores(&scores, model.task().outputs(), &images.classes(chunk)?)?;
     }
-    Ok(correct as f64 / images.len() as f64)
+    Ok(top1.accuracy(1).unwrap_or(0.0))
 }
 
 /// Continuous codes (pre-sign) of every image, row-major `[n, bits]`, inference mode.
@@ -813,6 +815,69 @@ pub struct ClassificationData {
     pub train: Images,
     /// Test images (ImageNet: the validation set).
     pub test: Images,
+    /// The name of each class (the folder names of an image folder).
+    pub class_names: Vec<String>,
+}
+
+/// Fashion-MNIST's class names.
+const FASHION: [&str; 10] = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+];
+/// CIFAR-10's class names.
+const CIFAR10: [&str; 10] = [
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+];
+
+/// `train/` and `test/` (or `val/`) image folders with the same classes, every class folder
+/// holding at least one image; errors name the path.
+fn open_split_folders(dir: &Path) -> Result<(ImageFolder, ImageFolder), StudyError> {
+    let train = ImageFolder::open(dir.join("train"))?;
+    let test_dir = ["test", "val"]
+        .iter()
+        .map(|p| dir.join(p))
+        .find(|p| p.is_dir())
+        .ok_or_else(|| invalid("data-dir", dir.display(), "holds neither test/ nor val/"))?;
+    let test = ImageFolder::open(&test_dir)?;
+    if train.classes != test.classes {
+        let only = |a: &ImageFolder, b: &ImageFolder| {
+            a.classes
+                .iter()
+                .filter(|c| !b.classes.contains(c))
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        return Err(invalid(
+            "data-dir",
+            dir.display(),
+            &format!(
+                "train/ and {} hold different class folders (only in train/: [{}]; only in {}: [{}])",
+                test_dir.display(),
+                only(&train, &test),
+                test_dir.display(),
+                only(&test, &train)
+            ),
+        ));
+    }
+    Ok((train, test))
 }
 
 /// Reads a single-label data set for classification; `side` is the decode size of files
@@ -849,21 +914,15 @@ pub fn load_classification(
             read_cifar100(dir, CifarPart::Train, Cifar100Labels::Fine)?.into(),
             read_cifar100(dir, CifarPart::Test, Cifar100Labels::Fine)?.into(),
         ),
-        DatasetName::ImageNet => {
-            let train = ImageFolder::open(dir.join("train"))?;
-            let val = ImageFolder::open(dir.join("val"))?;
-            if train.classes != val.classes {
-                return Err(invalid(
-                    "data-dir",
-                    dir.display(),
-                    "train/ and val/ hold different class folders",
-                ));
-            }
+        DatasetName::ImageNet | DatasetName::Folder => {
+            let (train, test) = open_split_folders(dir)?;
+            let names = train.classes.clone();
             // Listed only: the caller draws its subset, then decodes it ([`Images::decoded`]).
-            (
-                Images::from_folder(&train, side),
-                Images::from_folder(&val, side),
-            )
+            return Ok(ClassificationData {
+                train: Images::from_folder(&train, side),
+                test: Images::from_folder(&test, side),
+                class_names: names,
+            });
         }
         other => {
             return Err(invalid(
@@ -873,7 +932,16 @@ pub fn load_classification(
             ));
         }
     };
-    Ok(ClassificationData { train, test })
+    let class_names = match name {
+        DatasetName::FashionMnist => FASHION.iter().map(|s| s.to_string()).collect(),
+        DatasetName::Cifar10 => CIFAR10.iter().map(|s| s.to_string()).collect(),
+        _ => (0..train.num_classes()).map(|c| c.to_string()).collect(),
+    };
+    Ok(ClassificationData {
+        train,
+        test,
+        class_names,
+    })
 }
 
 /// A retrieval data set: training images, queries and the database they are ranked against.
@@ -927,7 +995,9 @@ pub fn load_retrieval(
         });
     }
     if name.is_hashing_list() {
-        let classes = name.num_classes();
+        let classes = name
+            .num_classes()
+            .expect("hashing lists have a fixed class count");
         let splits = if dir.join("database.txt").exists() {
             read_hashing_splits(dir, classes)?
         } else {

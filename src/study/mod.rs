@@ -6,10 +6,16 @@
 mod datasets;
 mod device;
 mod error;
+pub mod experiments;
+pub mod fair_adversarial;
+mod keys;
 mod output;
 pub mod paper;
+pub mod pipeline;
 mod plot;
+pub mod regularizer_comparison;
 pub mod robust_finetune;
+pub mod spectral_transfer;
 mod summary;
 
 pub use datasets::{
@@ -20,8 +26,11 @@ pub use datasets::{
 pub use device::DeviceChoice;
 pub use error::StudyError;
 use error::invalid;
-pub use output::{ResultRow, read_csv, read_json, text_table, write_atomic, write_csv, write_json};
-pub use plot::{Panel, Series, plot_panels};
+pub use keys::{Metric, source_key};
+pub use output::{
+    ResultRow, RowKey, read_csv, read_json, text_table, write_atomic, write_csv, write_json,
+};
+pub use plot::{HeatMap, Panel, Series, plot_heatmaps, plot_panels};
 pub use summary::{robustness_panels, robustness_tables};
 
 /// A stop flag raised by Ctrl-C (the studies poll it after each training step and between

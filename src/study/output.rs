@@ -5,7 +5,10 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use signsym_attacks::SourceKind;
 use signsym_metrics::RobustnessCurve;
+
+use super::keys::{Metric, source_key};
 
 use super::error::{StudyError, io};
 
@@ -18,26 +21,111 @@ pub struct ResultRow {
     pub dataset: String,
     /// The fine-tuning rule (`bp`, `usf`, …).
     pub rule: String,
-    /// What the value is: `accuracy`, `robust_accuracy`, `map@k`, `robust_map@k`.
-    pub metric: String,
+    /// The training method beyond the rule (`standard`, `pgd-at`, `sy-far λ=0.5`, …; empty
+    /// where the study trains one way).
+    #[serde(default)]
+    pub setting: String,
+    /// What the value is.
+    pub metric: Metric,
     /// The attack (`none` for clean numbers).
     pub attack: String,
-    /// Where the attack's gradient came from (`none`, `feedback`, `exact`, `decision`).
-    pub source: String,
-    /// The L∞ budget (0 for clean numbers).
+    /// Where the attack's gradient came from (`none` for clean numbers).
+    #[serde(with = "source_key")]
+    pub source: Option<SourceKind>,
+    /// The budget ε (0 for clean numbers; the noise's norm for noise accuracy).
     pub epsilon: f64,
+    /// What the row is about within the metric (a class, a layer), or empty.
+    #[serde(default)]
+    pub detail: String,
     /// The number.
     pub value: f64,
     /// How many samples (images or queries) it averages.
     pub samples: usize,
     /// Lower end of its 95 % interval (Wilson for accuracies, bootstrap for robust mAP; none
-    /// for clean mAP).
+    /// where no interval applies).
     pub ci_low: Option<f64>,
     /// Upper end of its 95 % interval.
     pub ci_high: Option<f64>,
 }
 
+/// What identifies a row: everything but the value and its interval.
+pub type RowKey = (
+    String,
+    String,
+    String,
+    String,
+    Metric,
+    String,
+    Option<SourceKind>,
+    u64,
+    String,
+);
+
 impl ResultRow {
+    /// A clean number of `samples` images or queries, with a Wilson interval when it is an
+    /// accuracy.
+    pub fn clean(
+        backbone: &str,
+        dataset: &str,
+        rule: &str,
+        metric: Metric,
+        value: f64,
+        samples: usize,
+    ) -> Self {
+        let interval = matches!(metric, Metric::Accuracy | Metric::ExactMatch)
+            .then(|| {
+                signsym_metrics::wilson_interval(
+                    (value * samples as f64).round() as usize,
+                    samples,
+                    0.95,
+                )
+                .ok()
+            })
+            .flatten();
+        Self {
+            backbone: backbone.into(),
+            dataset: dataset.into(),
+            rule: rule.into(),
+            setting: String::new(),
+            metric,
+            attack: "none".into(),
+            source: None,
+            epsilon: 0.0,
+            detail: String::new(),
+            value,
+            samples,
+            ci_low: interval.map(|i| i.0),
+            ci_high: interval.map(|i| i.1),
+        }
+    }
+
+    /// This row for a training method (`setting`).
+    pub fn with_setting(mut self, setting: &str) -> Self {
+        self.setting = setting.into();
+        self
+    }
+
+    /// This row about a class or layer (`detail`).
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = detail.into();
+        self
+    }
+
+    /// The row's identity, for merging runs into one table.
+    pub fn key(&self) -> RowKey {
+        (
+            self.backbone.clone(),
+            self.dataset.clone(),
+            self.rule.clone(),
+            self.setting.clone(),
+            self.metric,
+            self.attack.clone(),
+            self.source,
+            self.epsilon.to_bits(),
+            self.detail.clone(),
+        )
+    }
+
     /// The rows of one robustness curve.
     pub fn from_curve(
         curve: &RobustnessCurve,
@@ -45,12 +133,11 @@ impl ResultRow {
         dataset: &str,
         rule: &str,
         attack: &str,
-        source: &str,
+        source: SourceKind,
     ) -> Vec<Self> {
         let metric = match curve.metric {
-            signsym_metrics::RobustMetric::Accuracy => "robust_accuracy".to_string(),
-            signsym_metrics::RobustMetric::MapAtK(Some(k)) => format!("robust_map@{k}"),
-            signsym_metrics::RobustMetric::MapAtK(None) => "robust_map@all".to_string(),
+            signsym_metrics::RobustMetric::Accuracy => Metric::RobustAccuracy,
+            signsym_metrics::RobustMetric::MapAtK(k) => Metric::RobustMapAtK(k),
         };
         curve
             .points
@@ -59,10 +146,12 @@ impl ResultRow {
                 backbone: backbone.into(),
                 dataset: dataset.into(),
                 rule: rule.into(),
-                metric: metric.clone(),
+                setting: String::new(),
+                metric,
                 attack: attack.into(),
-                source: source.into(),
+                source: Some(source),
                 epsilon: p.epsilon,
+                detail: String::new(),
                 value: p.value,
                 samples: p.samples,
                 ci_low: Some(p.ci_low),
@@ -176,19 +265,22 @@ mod tests {
     use super::*;
 
     fn row(value: f64) -> ResultRow {
-        ResultRow {
-            backbone: "small_cnn".into(),
-            dataset: "fashion-mnist".into(),
-            rule: "usf".into(),
-            metric: "robust_accuracy".into(),
-            attack: "pgd-5".into(),
-            source: "exact".into(),
-            epsilon: 0.1,
+        let mut row = ResultRow::clean(
+            "small_cnn",
+            "fashion-mnist",
+            "usf",
+            Metric::RobustAccuracy,
             value,
-            samples: 250,
-            ci_low: Some(value * 0.9),
-            ci_high: None,
-        }
+            250,
+        )
+        .with_setting("sy-far λ=0.5")
+        .with_detail("class 3");
+        row.attack = "pgd-5".into();
+        row.source = Some(SourceKind::Exact);
+        row.epsilon = 0.1;
+        row.ci_low = Some(value * 0.9);
+        row.ci_high = None;
+        row
     }
 
     #[test]

@@ -17,8 +17,8 @@ use signsym_attacks::{
     robust_map,
 };
 use signsym_feedback::FeedbackRule;
-use signsym_losses::{CrossEntropyConfig, HyP2Config};
-use signsym_metrics::{MapConfig, PackedCodes, map_at_k};
+use signsym_losses::{BinaryCrossEntropy, CrossEntropyConfig, HyP2Config};
+use signsym_metrics::{MapConfig, PackedCodes, map_at_k, multilabel_metrics};
 use signsym_models::{
     AlexNetConfig, Backbone, FineTuneConfig, LoadScope, ModelError, Network, ResNetConfig,
     SmallCnnConfig, Task, TorchvisionWeights, Vgg16Config, fine_tune,
@@ -26,10 +26,11 @@ use signsym_models::{
 
 use super::datasets::{
     ClassBatches, DECODE_BUDGET, DatasetName, HashBatches, IMAGENET_STATS, Images, InputView,
-    ViewedModel, accuracy, encode, load_classification, load_retrieval, subset_seed,
+    Labels, ViewedModel, accuracy, encode, load_classification, load_retrieval, subset_seed,
 };
 use super::device::DeviceChoice;
 use super::error::{StudyError, invalid};
+use super::keys::Metric;
 use super::output::{ResultRow, read_json, text_table, write_csv, write_json};
 use super::plot::plot_panels;
 use super::summary::{robustness_panels, robustness_tables};
@@ -131,11 +132,11 @@ pub struct PaperArgs {
     pub quiet: bool,
 }
 
-fn parse_dataset(s: &str) -> Result<DatasetName, String> {
+pub(crate) fn parse_dataset(s: &str) -> Result<DatasetName, String> {
     s.parse().map_err(|e: StudyError| e.to_string())
 }
 
-fn parse_device(s: &str) -> Result<DeviceChoice, String> {
+pub(crate) fn parse_device(s: &str) -> Result<DeviceChoice, String> {
     s.parse().map_err(|e: StudyError| e.to_string())
 }
 
@@ -278,7 +279,10 @@ fn prepare<M: Backbone>(
     out: &std::path::Path,
     device: &Device,
 ) -> Result<Network<M>, StudyError> {
-    let classes = args.pretrain_dataset.num_classes();
+    let classes = args
+        .pretrain_dataset
+        .num_classes()
+        .ok_or_else(|| invalid("pretrain-dataset", "folder", "must be a bundled data set"))?;
     let mut network = Network::new(backbone, Task::classification(classes), device)?;
     if let Some(path) = &args.weights {
         let report = TorchvisionWeights::new(path).load_into(&mut network, LoadScope::Backbone)?;
@@ -352,19 +356,8 @@ fn merge_rows(
         settings: Vec::new(),
         rows: Vec::new(),
     });
-    let key = |r: &ResultRow| {
-        (
-            r.backbone.clone(),
-            r.dataset.clone(),
-            r.rule.clone(),
-            r.metric.clone(),
-            r.attack.clone(),
-            r.source.clone(),
-            r.epsilon.to_bits(),
-        )
-    };
     all.rows
-        .retain(|old| !rows.iter().any(|new| key(new) == key(old)));
+        .retain(|old| !rows.iter().any(|new| new.key() == old.key()));
     all.rows.extend(rows);
     all.settings.push(args.clone());
     write_csv(&out.join("results.csv"), &all.rows)?;
@@ -393,44 +386,39 @@ fn merge_and_plot(
 fn clean_row(
     args: &PaperArgs,
     rule: FeedbackRule,
-    metric: String,
+    metric: Metric,
     value: f64,
     samples: usize,
 ) -> ResultRow {
-    let interval = if metric == "accuracy" {
-        signsym_metrics::wilson_interval((value * samples as f64).round() as usize, samples, 0.95)
-            .ok()
-    } else {
-        None
-    };
-    ResultRow {
-        backbone: args.backbone.key().into(),
-        dataset: args.dataset.to_string(),
-        rule: rule.to_string(),
+    ResultRow::clean(
+        args.backbone.key(),
+        &args.dataset.to_string(),
+        &rule.to_string(),
         metric,
-        attack: "none".into(),
-        source: "none".into(),
-        epsilon: 0.0,
         value,
         samples,
-        ci_low: interval.map(|i| i.0),
-        ci_high: interval.map(|i| i.1),
-    }
+    )
 }
 
 /// The clean rows of one metric as a table: a line per backbone × data set, a column per rule.
-fn clean_table(rows: &[ResultRow], metric_prefix: &str) -> String {
+fn clean_table(rows: &[ResultRow], family: &str) -> String {
     let chosen: Vec<&ResultRow> = rows
         .iter()
-        .filter(|r| r.attack == "none" && r.metric.starts_with(metric_prefix))
+        .filter(|r| {
+            r.source.is_none()
+                && !r.metric.is_robust()
+                && (r.metric.family() == family
+                    || (family == "accuracy"
+                        && matches!(r.metric, Metric::ExactMatch | Metric::ClassMap)))
+        })
         .collect();
     let mut rules: Vec<String> = Vec::new();
-    let mut lines: Vec<(String, String, String)> = Vec::new();
+    let mut lines: Vec<(String, String, Metric)> = Vec::new();
     for r in &chosen {
         if !rules.contains(&r.rule) {
             rules.push(r.rule.clone());
         }
-        let line = (r.backbone.clone(), r.dataset.clone(), r.metric.clone());
+        let line = (r.backbone.clone(), r.dataset.clone(), r.metric);
         if !lines.contains(&line) {
             lines.push(line);
         }
@@ -447,7 +435,7 @@ fn clean_table(rows: &[ResultRow], metric_prefix: &str) -> String {
                     chosen
                         .iter()
                         .find(|r| {
-                            &r.backbone == b && &r.dataset == d && &r.metric == m && &r.rule == rule
+                            &r.backbone == b && &r.dataset == d && r.metric == *m && &r.rule == rule
                         })
                         .map_or("-".into(), |r| format!("{:.4}", r.value))
                 }))
@@ -495,6 +483,66 @@ fn tune_classifier<M: Backbone>(
     )
     .map_err(interrupted(out))?;
     Ok(tuned.network)
+}
+
+/// Multi-label classification (Table 1 on MS-COCO and NUS-WIDE): a copy of `start` with a
+/// sigmoid head fine-tuned under `rule` with binary cross-entropy, scored by top-1-in-label-set
+/// accuracy (the reading of the paper's Table 1), exact-match accuracy and per-class mAP.
+#[allow(clippy::too_many_arguments)]
+fn multilabel_rows<M: Backbone>(
+    args: &PaperArgs,
+    start: &Network<M>,
+    rule: FeedbackRule,
+    train: &Images,
+    test: &Images,
+    view: &InputView,
+    out: &std::path::Path,
+    stop: Option<Arc<AtomicBool>>,
+) -> Result<Vec<ResultRow>, StudyError> {
+    let device = start.device()?;
+    device.seed(args.seed ^ 0x5eed);
+    let classes = train.num_classes();
+    let net = Network::new(
+        start.duplicate().backbone,
+        Task::classification(classes),
+        &device,
+    )?;
+    let dir = out.join(format!(
+        "checkpoints/{}-{}-multilabel/{rule}",
+        args.backbone.key(),
+        args.dataset
+    ));
+    println!("{rule}: multi-label fine-tuning on {} images", train.len());
+    let tuned = fine_tune(
+        net,
+        BinaryCrossEntropy::new(),
+        &HashBatches {
+            images: train,
+            view,
+        },
+        None,
+        &args.fine_tune_config(rule, dir),
+        stop,
+    )
+    .map_err(interrupted(out))?;
+    let scores = encode(&tuned.network, test, view, args.batch_size.max(64))?;
+    let all: Vec<usize> = (0..test.len()).collect();
+    let report = multilabel_metrics(&scores, &test.multi_hot(&all)?, classes, 0.0)?;
+    println!(
+        "{rule}: top-1-in-set {:.4}, exact match {:.4}, class mAP {:.4} on {} images",
+        report.top1_in_set,
+        report.exact_match,
+        report.class_map,
+        test.len()
+    );
+    Ok([
+        (Metric::Accuracy, report.top1_in_set),
+        (Metric::ExactMatch, report.exact_match),
+        (Metric::ClassMap, report.class_map),
+    ]
+    .into_iter()
+    .map(|(metric, value)| clean_row(args, rule, metric, value, test.len()))
+    .collect())
 }
 
 /// Fine-tunes a hashing copy of `start` under `rule` with HyP² and `bits`-bit codes.
@@ -604,7 +652,21 @@ pub fn table1_classification(
             view: InputView,
         ) -> Result<Vec<ResultRow>, StudyError> {
             let mut rows = Vec::new();
+            let multi_label = matches!(self.train.labels(), Labels::Multi(_));
             for &rule in &self.args.rules {
+                if multi_label {
+                    rows.extend(multilabel_rows(
+                        self.args,
+                        &start,
+                        rule,
+                        &self.train,
+                        &self.test,
+                        &view,
+                        &self.out,
+                        self.stop.clone(),
+                    )?);
+                    continue;
+                }
                 let net = tune_classifier(
                     self.args,
                     &start,
@@ -622,7 +684,7 @@ pub fn table1_classification(
                 rows.push(clean_row(
                     self.args,
                     rule,
-                    "accuracy".into(),
+                    Metric::Accuracy,
                     acc,
                     self.test.len(),
                 ));
@@ -632,7 +694,13 @@ pub fn table1_classification(
     }
     args.validate()?;
     let out = args.out("table1_classification");
-    let (train, test) = classification_data(args)?;
+    let (train, test) = if args.dataset.is_hashing_list() {
+        // Multi-label lists: the training images and the queries of the retrieval split.
+        let data = retrieval_data(args)?;
+        (data.train, data.query)
+    } else {
+        classification_data(args)?
+    };
     let device = args.device.device()?;
     let [h, _] = train.size();
     let rows = with_backbone(
@@ -717,7 +785,7 @@ pub fn table2_retrieval(
                 rows.push(clean_row(
                     self.args,
                     rule,
-                    format!("map@{}", self.top_k),
+                    Metric::MapAtK(Some(self.top_k)),
                     report.map,
                     q.len(),
                 ));
@@ -753,7 +821,7 @@ pub fn table2_retrieval(
     Ok(format!(
         "mAP@k, {bits}-bit codes (results in {})\n{}",
         out.display(),
-        clean_table(&all, "map@")
+        clean_table(&all, "map")
     ))
 }
 
@@ -887,7 +955,7 @@ fn robustness_run(
                 rows.push(clean_row(
                     self.args,
                     *rule,
-                    "accuracy".into(),
+                    Metric::Accuracy,
                     acc,
                     self.test.len(),
                 ));
@@ -911,14 +979,13 @@ fn robustness_run(
                         .run(&model, &images, &labels)?,
                 };
                 for entry in &report.entries {
-                    let attack = entry.attack.split('/').next().unwrap_or(&entry.attack);
                     rows.extend(ResultRow::from_curve(
                         &entry.curve,
                         self.args.backbone.key(),
                         &self.args.dataset.to_string(),
                         &rule.to_string(),
-                        attack,
-                        entry.source.name(),
+                        &entry.name,
+                        entry.source,
                     ));
                 }
                 for flag in &report.obfuscation {
@@ -1082,7 +1149,7 @@ pub fn figure3_retrieval_robustness(
                             &self.args.dataset.to_string(),
                             &rule.to_string(),
                             &attack.name(),
-                            source.kind().name(),
+                            source.kind(),
                         ));
                     }
                 }

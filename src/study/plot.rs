@@ -20,11 +20,14 @@ pub struct Series {
     pub points: Vec<(f64, f64)>,
 }
 
-/// One panel: a title, axis labels and its lines.
+/// One panel: a title, axis labels and its lines. The x values of the longest line are
+/// placed at equal spacing and labelled by value (an ε grid, class indices, a γ grid).
 #[derive(Clone, Debug)]
 pub struct Panel {
     /// Title (`"PGD-5, exact gradient"`).
     pub title: String,
+    /// x-axis label (`"ε (L∞)"`).
+    pub x_label: String,
     /// y-axis label (`"robust accuracy"`).
     pub y_label: String,
     /// The lines.
@@ -89,6 +92,122 @@ pub fn plot_panels(
     let png = encode_png(rgb, size).map_err(|e| fail(&png_path, &e))?;
     write_atomic(&png_path, &png)?;
     Ok([svg_path, png_path])
+}
+
+/// A matrix as a grid of coloured cells (white 0 to dark red at the largest value), with its
+/// value printed in each cell.
+#[derive(Clone, Debug)]
+pub struct HeatMap {
+    /// Title.
+    pub title: String,
+    /// Label of the rows (y) and of the columns (x).
+    pub axes: [String; 2],
+    /// Rows × columns values, row-major.
+    pub values: Vec<f64>,
+    /// Number of rows (= columns).
+    pub size: usize,
+}
+
+/// Draws `maps` in a grid of `columns` and writes `<stem>.svg` and `<stem>.png`.
+pub fn plot_heatmaps(
+    maps: &[HeatMap],
+    columns: usize,
+    stem: &Path,
+) -> Result<[PathBuf; 2], StudyError> {
+    let svg_path = stem.with_extension("svg");
+    let png_path = stem.with_extension("png");
+    let fail = |path: &Path, e: &dyn std::fmt::Display| StudyError::Plot {
+        path: path.into(),
+        message: e.to_string(),
+    };
+    if maps.is_empty()
+        || maps
+            .iter()
+            .any(|m| m.size == 0 || m.values.len() != m.size * m.size)
+    {
+        return Err(fail(
+            &svg_path,
+            &"nothing to plot, or a matrix of the wrong size",
+        ));
+    }
+    let columns = columns.clamp(1, maps.len());
+    let rows = maps.len().div_ceil(columns);
+    let size = (PANEL_W * columns as u32, (PANEL_W + 20) * rows as u32);
+    register_font();
+    let mut svg = String::new();
+    draw_heatmaps(SVGBackend::with_string(&mut svg, size), maps, rows, columns)
+        .map_err(|e| fail(&svg_path, &e))?;
+    write_atomic(&svg_path, svg.as_bytes())?;
+    let mut rgb = vec![0u8; size.0 as usize * size.1 as usize * 3];
+    draw_heatmaps(
+        BitMapBackend::with_buffer(&mut rgb, size),
+        maps,
+        rows,
+        columns,
+    )
+    .map_err(|e| fail(&png_path, &e))?;
+    let png = encode_png(rgb, size).map_err(|e| fail(&png_path, &e))?;
+    write_atomic(&png_path, &png)?;
+    Ok([svg_path, png_path])
+}
+
+fn draw_heatmaps<DB: DrawingBackend>(
+    backend: DB,
+    maps: &[HeatMap],
+    rows: usize,
+    columns: usize,
+) -> Result<(), Box<dyn std::error::Error>>
+where
+    DB::ErrorType: 'static,
+{
+    let root = backend.into_drawing_area();
+    root.fill(&WHITE)?;
+    for (map, area) in maps.iter().zip(&root.split_evenly((rows, columns))) {
+        let n = map.size;
+        let top = map
+            .values
+            .iter()
+            .copied()
+            .filter(|v| v.is_finite())
+            .fold(1e-12, f64::max);
+        let mut chart = ChartBuilder::on(area)
+            .caption(&map.title, ("sans-serif", 15))
+            .margin(8)
+            .x_label_area_size(32)
+            .y_label_area_size(36)
+            .build_cartesian_2d(0..n, 0..n)?;
+        chart
+            .configure_mesh()
+            .disable_mesh()
+            .x_labels(n)
+            .y_labels(n)
+            .x_desc(map.axes[1].as_str())
+            .y_desc(map.axes[0].as_str())
+            .label_style(("sans-serif", 10))
+            .draw()?;
+        chart.draw_series(
+            (0..n)
+                .flat_map(|i| (0..n).map(move |j| (i, j)))
+                .map(|(i, j)| {
+                    let v = map.values[i * n + j];
+                    let t = if v.is_finite() {
+                        (v / top).clamp(0.0, 1.0)
+                    } else {
+                        0.0
+                    };
+                    let c = RGBColor(
+                        255,
+                        (255.0 * (1.0 - t)) as u8,
+                        (255.0 * (1.0 - 0.8 * t)) as u8,
+                    );
+                    // Row i at the top, as a matrix is read.
+                    let y = n - 1 - i;
+                    Rectangle::new([(j, y), (j + 1, y + 1)], c.filled())
+                }),
+        )?;
+    }
+    root.present()?;
+    Ok(())
 }
 
 /// Makes the embedded DejaVu Sans plotters' "sans-serif" (ab_glyph has no system fonts).
@@ -180,7 +299,7 @@ where
         .configure_mesh()
         .x_labels(grid.len().max(2))
         .x_label_formatter(&tick)
-        .x_desc("ε (L∞)")
+        .x_desc(panel.x_label.as_str())
         .y_desc(panel.y_label.as_str())
         .label_style(("sans-serif", 11))
         .light_line_style(WHITE.mix(0.0))
@@ -219,6 +338,7 @@ mod tests {
         let grid = [0.0, 0.05, 0.1];
         let panel = |title: &str| Panel {
             title: title.into(),
+            x_label: "ε (L∞)".into(),
             y_label: "robust accuracy".into(),
             series: ["bp", "usf"]
                 .iter()

@@ -31,6 +31,7 @@ use super::datasets::{
     ClassBatches, Images, InputView, accuracy, load_classification, subset_seed,
 };
 use super::error::{StudyError, invalid};
+use super::keys::Metric;
 use super::output::{ResultRow, read_json, text_table, write_atomic, write_csv, write_json};
 use super::plot::plot_panels;
 use super::summary::{robustness_panels, robustness_tables};
@@ -207,35 +208,22 @@ pub struct Outputs {
 /// The rows of one rule's results.
 pub fn rule_rows(result: &RuleResult, backbone: &str, dataset: &str) -> Vec<ResultRow> {
     let rule = result.rule.to_string();
-    let n = result.test_examples as f64;
-    let interval = signsym_metrics::wilson_interval(
-        (result.clean_accuracy * n).round() as usize,
+    let mut rows = vec![ResultRow::clean(
+        backbone,
+        dataset,
+        &rule,
+        Metric::Accuracy,
+        result.clean_accuracy,
         result.test_examples,
-        0.95,
-    )
-    .ok();
-    let mut rows = vec![ResultRow {
-        backbone: backbone.into(),
-        dataset: dataset.into(),
-        rule: rule.clone(),
-        metric: "accuracy".into(),
-        attack: "none".into(),
-        source: "none".into(),
-        epsilon: 0.0,
-        value: result.clean_accuracy,
-        samples: result.test_examples,
-        ci_low: interval.map(|i| i.0),
-        ci_high: interval.map(|i| i.1),
-    }];
+    )];
     for entry in &result.entries {
-        let attack = entry.attack.split('/').next().unwrap_or(&entry.attack);
         rows.extend(ResultRow::from_curve(
             &entry.curve,
             backbone,
             dataset,
             &rule,
-            attack,
-            entry.source.name(),
+            &entry.name,
+            entry.source,
         ));
     }
     rows

@@ -1,13 +1,15 @@
 //! From result rows to what a reader looks at: robustness panels and terminal tables.
 
+use signsym_attacks::SourceKind;
+
 use super::output::{ResultRow, text_table};
 use super::plot::{Panel, Series};
 
 /// The `(attack, source)` pairs of the robustness rows, in order of first appearance.
-fn entries(rows: &[ResultRow]) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = Vec::new();
-    for r in rows.iter().filter(|r| r.metric.starts_with("robust_")) {
-        let key = (r.attack.clone(), r.source.clone());
+fn entries(rows: &[ResultRow]) -> Vec<(String, Option<SourceKind>)> {
+    let mut out: Vec<(String, Option<SourceKind>)> = Vec::new();
+    for r in rows.iter().filter(|r| r.metric.is_robust()) {
+        let key = (r.attack.clone(), r.source);
         if !out.contains(&key) {
             out.push(key);
         }
@@ -26,10 +28,12 @@ fn rules(rows: &[ResultRow]) -> Vec<String> {
     out
 }
 
-fn title(attack: &str, source: &str) -> String {
+fn title(attack: &str, source: Option<SourceKind>) -> String {
     match source {
-        "decision" => format!("{attack} (decision-based)"),
-        s => format!("{attack}, {s} gradient"),
+        Some(SourceKind::Decision) => format!("{attack} (decision-based)"),
+        Some(SourceKind::Score) => format!("{attack} (score-based)"),
+        Some(s) => format!("{attack}, {s} gradient"),
+        None => attack.to_string(),
     }
 }
 
@@ -40,13 +44,16 @@ pub fn robustness_panels(rows: &[ResultRow]) -> Vec<Panel> {
         .map(|(attack, source)| {
             let chosen: Vec<&ResultRow> = rows
                 .iter()
-                .filter(|r| {
-                    r.attack == attack && r.source == source && r.metric.starts_with("robust_")
-                })
+                .filter(|r| r.attack == attack && r.source == source && r.metric.is_robust())
                 .collect();
             let y_label = chosen
                 .first()
-                .map(|r| r.metric.trim_start_matches("robust_").replace('_', " "))
+                .map(|r| {
+                    r.metric
+                        .to_string()
+                        .trim_start_matches("robust_")
+                        .replace('_', " ")
+                })
                 .unwrap_or_default();
             let series = rules(&chosen.iter().map(|r| (*r).clone()).collect::<Vec<_>>())
                 .into_iter()
@@ -60,7 +67,12 @@ pub fn robustness_panels(rows: &[ResultRow]) -> Vec<Panel> {
                 })
                 .collect();
             Panel {
-                title: title(&attack, &source),
+                x_label: if attack.ends_with("l2") {
+                    "ε (L2)".to_string()
+                } else {
+                    "ε (L∞)".to_string()
+                },
+                title: title(&attack, source),
                 y_label: format!("robust {y_label}"),
                 series,
             }
@@ -74,7 +86,7 @@ pub fn robustness_tables(rows: &[ResultRow]) -> String {
     for (attack, source) in entries(rows) {
         let chosen: Vec<ResultRow> = rows
             .iter()
-            .filter(|r| r.attack == attack && r.source == source && r.metric.starts_with("robust_"))
+            .filter(|r| r.attack == attack && r.source == source && r.metric.is_robust())
             .cloned()
             .collect();
         let mut grid: Vec<f64> = Vec::new();
@@ -85,7 +97,7 @@ pub fn robustness_tables(rows: &[ResultRow]) -> String {
         }
         let header: Vec<String> = std::iter::once(format!(
             "{} (n = {})",
-            title(&attack, &source),
+            title(&attack, source),
             chosen.first().map_or(0, |r| r.samples)
         ))
         .chain(grid.iter().map(|e| format!("ε={e}")))
@@ -112,26 +124,24 @@ pub fn robustness_tables(rows: &[ResultRow]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::study::keys::Metric;
 
     fn row(rule: &str, attack: &str, source: &str, epsilon: f64, value: f64) -> ResultRow {
-        ResultRow {
-            backbone: "small_cnn".into(),
-            dataset: "fashion-mnist".into(),
-            rule: rule.into(),
-            metric: if attack == "none" {
-                "accuracy"
-            } else {
-                "robust_accuracy"
-            }
-            .into(),
-            attack: attack.into(),
-            source: source.into(),
-            epsilon,
+        let mut row = ResultRow::clean(
+            "small_cnn",
+            "fashion-mnist",
+            rule,
+            Metric::Accuracy,
             value,
-            samples: 10,
-            ci_low: Some(0.0),
-            ci_high: Some(1.0),
+            10,
+        );
+        if attack != "none" {
+            row.metric = Metric::RobustAccuracy;
+            row.attack = attack.into();
+            row.source = Some(source.parse().unwrap());
+            row.epsilon = epsilon;
         }
+        row
     }
 
     #[test]

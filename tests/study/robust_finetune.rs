@@ -26,6 +26,7 @@ fn tiny(out: &std::path::Path) -> RobustFinetuneConfig {
 
 #[test]
 fn tiny_main_job_writes_consistent_outputs_and_resumes() {
+    let _serial = crate::serial();
     let dir = tempfile::tempdir().unwrap();
     let config = tiny(dir.path());
     let (report, outputs) = run(&config, None).unwrap();
@@ -109,6 +110,7 @@ fn tiny_main_job_writes_consistent_outputs_and_resumes() {
 
 #[test]
 fn bad_settings_are_typed_errors() {
+    let _serial = crate::serial();
     let dir = tempfile::tempdir().unwrap();
     for config in [
         tiny(dir.path()).with_rules(vec![]),

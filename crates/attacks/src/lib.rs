@@ -18,6 +18,7 @@ mod retrieval;
 mod sdha;
 mod source;
 mod square;
+mod training;
 
 pub use apgd::{
     Apgd, ApgdConfig, ApgdLoss, ApgdTrace, apgd_checkpoints, dlr_loss, targeted_dlr_loss,
@@ -48,3 +49,4 @@ pub use sdha::{Sdha, SdhaConfig};
 pub use signsym_feedback::GradientAlignment;
 pub use source::{GradientSource, SourceKind};
 pub use square::{Square, SquareConfig};
+pub use training::{ADVERSARIAL_LOGITS, AdversarialForm, AdversarialTerm, SymmetryTerm};

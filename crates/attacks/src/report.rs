@@ -68,8 +68,11 @@ pub struct RobustnessSuite<'a> {
 /// One entry's result.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EntryReport {
-    /// The attack's name.
+    /// The entry's label: the attack's name and, for gradient attacks, `/` and the source.
     pub attack: String,
+    /// The attack's name alone (`pgd5-linf`, `square-linf`, `autoattack-standard-linf`).
+    #[serde(default)]
+    pub name: String,
     /// Where its gradient came from.
     pub source: SourceKind,
     /// Robust accuracy per ε.
@@ -324,7 +327,7 @@ impl<'a> RobustnessSuite<'a> {
         let mut worst = vec![vec![true; n]; self.epsilons.len()];
         let mut per_sample = Vec::new();
         for entry in &self.entries {
-            let (attack, source, robust, distances) = match entry {
+            let (attack, name, source, robust, distances) = match entry {
                 Entry::Bounded { attack, source } => {
                     if attack.norm() != self.norm {
                         return Err(invalid(
@@ -352,7 +355,7 @@ impl<'a> RobustnessSuite<'a> {
                         self.batch_size,
                         &tick,
                     )?;
-                    (label, kind, robust, None)
+                    (label, attack.name(), kind, robust, None)
                 }
                 Entry::AutoAttack { suite, source } => {
                     if suite.norm() != self.norm {
@@ -369,7 +372,7 @@ impl<'a> RobustnessSuite<'a> {
                     let robust = report.robust.clone();
                     let kind = report.source;
                     autoattack.push(report);
-                    (label, kind, robust, None)
+                    (label, suite.name(), kind, robust, None)
                 }
                 Entry::Decision(attack) => {
                     if attack.norm() != self.norm {
@@ -389,7 +392,13 @@ impl<'a> RobustnessSuite<'a> {
                         self.batch_size,
                         &tick,
                     )?;
-                    (attack.name(), SourceKind::Decision, robust, Some(distances))
+                    (
+                        attack.name(),
+                        attack.name(),
+                        SourceKind::Decision,
+                        robust,
+                        Some(distances),
+                    )
                 }
             };
             for (w, r) in worst.iter_mut().zip(&robust) {
@@ -401,6 +410,7 @@ impl<'a> RobustnessSuite<'a> {
             entries.push(EntryReport {
                 curve: curve_from(attack.clone(), &self.epsilons, &robust, self.confidence)?,
                 attack,
+                name,
                 source,
                 distances,
             });
@@ -408,16 +418,13 @@ impl<'a> RobustnessSuite<'a> {
         bar.finish_and_clear();
         let worst_case = curve_from("worst case".into(), &self.epsilons, &worst, self.confidence)?;
         // In batches, as the attacks: one forward over the whole set could exhaust memory.
-        let mut correct = 0;
+        let mut top1 = signsym_metrics::TopKAccuracy::new(&[1])?;
         for range in chunks(n, self.batch_size) {
-            let predicted = crate::model::predict(model, images.clone().slice(range.clone()))?;
-            correct += predicted
-                .iter()
-                .zip(&labels[range])
-                .filter(|(p, l)| p == l)
-                .count();
+            let scores =
+                crate::model::host(model.predict_scores(images.clone().slice(range.clone())))?;
+            top1.update_scores(&scores, model.outputs(), &labels[range])?;
         }
-        let clean_accuracy = correct as f64 / n as f64;
+        let clean_accuracy = top1.accuracy(1).unwrap_or(0.0);
         let mut obfuscation = obfuscation_flags(&entries, self.obfuscation_margin);
         obfuscation.extend(worst_case_flags(
             &entries,
@@ -462,7 +469,7 @@ impl RobustnessReport {
 /// Flags each budget where an entry following the model's backward keeps more than `margin`
 /// robust accuracy above the best reference entry (same attack if there is one, else any).
 pub fn obfuscation_flags(entries: &[EntryReport], margin: f64) -> Vec<ObfuscationFlag> {
-    let base = |label: &str| label.split('/').next().unwrap_or(label).to_string();
+    let base = |e: &EntryReport| e.name.clone();
     let mut flags = Vec::new();
     for feedback in entries.iter().filter(|e| e.source.follows_model_backward()) {
         let references: Vec<&EntryReport> =
@@ -470,7 +477,7 @@ pub fn obfuscation_flags(entries: &[EntryReport], margin: f64) -> Vec<Obfuscatio
         let same: Vec<&EntryReport> = references
             .iter()
             .copied()
-            .filter(|e| base(&e.attack) == base(&feedback.attack))
+            .filter(|e| base(e) == base(feedback))
             .collect();
         let pool = if same.is_empty() { references } else { same };
         for (k, point) in feedback.curve.points.iter().enumerate() {
@@ -509,16 +516,15 @@ pub fn worst_case_flags(
     epsilons: &[f64],
     margin: f64,
 ) -> Vec<ObfuscationFlag> {
-    let base = |label: &str| label.split('/').next().unwrap_or(label).to_string();
     let feedback: Vec<usize> = (0..entries.len())
         .filter(|&e| entries[e].source.follows_model_backward())
         .collect();
-    let attacked: Vec<String> = feedback.iter().map(|&e| base(&entries[e].attack)).collect();
+    let attacked: Vec<&String> = feedback.iter().map(|&e| &entries[e].name).collect();
     let reference: Vec<usize> = (0..entries.len())
         .filter(|&e| {
             let entry = &entries[e];
             matches!(entry.source, SourceKind::Decision | SourceKind::Score)
-                || (entry.source.is_reference() && attacked.contains(&base(&entry.attack)))
+                || (entry.source.is_reference() && attacked.contains(&&entry.name))
         })
         .collect();
     if feedback.is_empty() || reference.is_empty() {

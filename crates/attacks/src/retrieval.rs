@@ -87,7 +87,7 @@ pub(crate) fn signs(values: &[f32]) -> Result<Vec<f32>, AttackError> {
         .map(|&v| {
             if v.is_nan() {
                 Err(AttackError::NonFinite { what: "codes" })
-            } else if v >= 0.0 {
+            } else if signsym_metrics::code_bit(v) {
                 Ok(1.0)
             } else {
                 Ok(-1.0)

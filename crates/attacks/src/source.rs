@@ -38,6 +38,7 @@ impl std::fmt::Debug for GradientSource<'_> {
 
 /// The kind of a [`GradientSource`], without its surrogate (for reports and serialisation).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum SourceKind {
     /// [`GradientSource::Feedback`].
     Feedback,

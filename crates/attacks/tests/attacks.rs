@@ -11,8 +11,8 @@ use signsym_feedback::{FeedbackConfig, FeedbackRule, set_rule};
 use signsym_losses::{CrossEntropyConfig, HyP2Config};
 use signsym_metrics::{LabelSets, MapConfig, PackedCodes, map_at_k};
 use signsym_models::{
-    BatchSource, FineTuneConfig, ModelError, Network, SmallCnn, SmallCnnConfig, Task, fine_tune,
-    pretrain,
+    Backbone, BatchSource, FineTuneConfig, ModelError, Network, SmallCnn, SmallCnnConfig, Task,
+    fine_tune, pretrain,
 };
 
 /// Tests that draw from the device's random generator (seeded globally on Flex) take turns, so
@@ -602,6 +602,7 @@ fn obfuscation_flags_and_curve_warnings() {
     };
     let entry = |label: &str, source, values: &[f64]| EntryReport {
         attack: label.into(),
+        name: label.split('/').next().unwrap().into(),
         source,
         curve: curve(label, values),
         distances: None,
@@ -1168,4 +1169,161 @@ fn autoattack_sanity_flags() {
     assert!(ApgdConfig::ce().with_rho(0.0).init().is_err());
     assert!(ApgdConfig::ce().with_momentum(1.5).init().is_err());
     assert!(AutoAttackConfig::new().with_batch_size(0).init().is_err());
+}
+
+/// Robust accuracy of a network against PGD-10 (exact gradient) at ε, and the asymmetry of its
+/// adversarial confusion matrix.
+fn pgd_robustness(
+    net: &Network<SmallCnn>,
+    x: &Tensor<4>,
+    labels: &[usize],
+    eps: f64,
+) -> (f64, f64) {
+    let model = attack_mode(net.duplicate());
+    let pgd = PgdConfig::new()
+        .with_steps(10)
+        .with_step_size(StepSize::Relative(0.25))
+        .with_random_start(true)
+        .init()
+        .unwrap();
+    let out = pgd
+        .run(&model, x, labels, eps, &GradientSource::Exact)
+        .unwrap();
+    let mut confusion = signsym_metrics::ConfusionMatrix::new(10).unwrap();
+    confusion.update(labels, &out.predicted).unwrap();
+    (out.robust_accuracy(), confusion.fairness().total_asymmetry)
+}
+
+/// Adversarial training (Madry, exact gradient) on the digits beats standard training under
+/// PGD; Sy-FAR's symmetry term lowers the asymmetry of the adversarial confusion matrix against
+/// adversarial training alone; the Jacobian term lowers the measured Jacobian norm. Measured
+/// here (450 test images, PGD-10 at ε = 0.1): standard 0.413 robust (asymmetry 2.41), PGD-AT
+/// 0.596 (2.17), Sy-FAR λ = 3 0.587 (1.92).
+#[test]
+fn adversarial_training_sy_far_and_jacobian_terms_on_digits() {
+    let _rng = rng_lock();
+    let device = Device::flex().autodiff();
+    let (train, test) = digits();
+    let (x, labels) = images(&test, 450, &device);
+    let eps = 0.1;
+    let start = bp_digits_model(&train, &device);
+    let train_with = |terms: Vec<
+        Box<dyn signsym_models::Term<SmallCnn, burn::tensor::Tensor<1, burn::tensor::Int>>>,
+    >,
+                      task_weight: f64| {
+        device.seed(21);
+        let mut terms = terms;
+        let config = FineTuneConfig::new()
+            .with_rule(Some(FeedbackRule::Bp))
+            .with_task_weight(task_weight)
+            .with_backbone_lr(2e-3)
+            .with_head_lr(2e-3)
+            .with_weight_decay(0.0)
+            // Batches of 64: the soft confusion matrix of a batch needs a few samples per class.
+            .with_epochs(6)
+            .with_batch_size(64)
+            .with_seed(21)
+            .with_progress(false);
+        let ce = CrossEntropyConfig::new().init(&device).unwrap();
+        signsym_models::fine_tune_with(
+            start.duplicate(),
+            ce,
+            &mut terms,
+            &train,
+            None,
+            &config,
+            None,
+        )
+        .unwrap()
+        .network
+    };
+    let adversarial = || -> Box<dyn signsym_models::Term<SmallCnn, burn::tensor::Tensor<1, burn::tensor::Int>>> {
+        let pgd = PgdConfig::new()
+            .with_steps(3)
+            .with_step_size(StepSize::Relative(0.8))
+            .with_random_start(true)
+            .init()
+            .unwrap();
+        Box::new(AdversarialTerm::new(Box::new(pgd), eps, SourceKind::Exact, AdversarialForm::Madry, 1.0).unwrap())
+    };
+    let standard = train_with(Vec::new(), 1.0);
+    let at = train_with(vec![adversarial()], 0.0);
+    let syfar = train_with(
+        vec![adversarial(), Box::new(SymmetryTerm::new(10, 3.0).unwrap())],
+        0.0,
+    );
+    let (r_std, a_std) = pgd_robustness(&standard, &x, &labels, eps);
+    let (r_at, a_at) = pgd_robustness(&at, &x, &labels, eps);
+    let (r_sy, a_sy) = pgd_robustness(&syfar, &x, &labels, eps);
+    println!(
+        "PGD-10 ε = {eps}: standard {r_std:.3} (asymmetry {a_std:.3}), PGD-AT {r_at:.3} ({a_at:.3}), Sy-FAR {r_sy:.3} ({a_sy:.3})"
+    );
+    assert!(
+        r_at > r_std + 0.15,
+        "adversarial training {r_at} vs standard {r_std}"
+    );
+    assert!(
+        a_sy < a_at,
+        "Sy-FAR asymmetry {a_sy} vs adversarial training {a_at}"
+    );
+
+    // TRADES: clean loss + β·KL, crafted by maximising the KL.
+    let pgd = PgdConfig::new().with_steps(3).init().unwrap();
+    let trades = AdversarialTerm::new(
+        Box::new(pgd),
+        eps,
+        SourceKind::Exact,
+        AdversarialForm::Trades { beta: 6.0 },
+        1.0,
+    )
+    .unwrap();
+    let trades_net = train_with(vec![Box::new(trades)], 1.0);
+    let (r_tr, _) = pgd_robustness(&trades_net, &x, &labels, eps);
+    println!("TRADES β = 6: {r_tr:.3}");
+    assert!(r_tr > r_std + 0.1, "TRADES {r_tr} vs standard {r_std}");
+
+    // The Jacobian term lowers the features' measured Jacobian norm.
+    let jac = train_with(
+        vec![Box::new(
+            signsym_models::JacobianTerm::new(0.5, 1, 1e-2).unwrap(),
+        )],
+        1.0,
+    );
+    let norm = |net: &Network<SmallCnn>| {
+        let model = signsym_models::eval_mode(net.duplicate());
+        signsym_metrics::jacobian_frobenius(
+            x.clone().slice(0..100),
+            |x| model.backbone.features(x),
+            &signsym_metrics::JacobianConfig::new().with_projections(16),
+        )
+        .unwrap()
+        .mean
+    };
+    let (n_std, n_jac) = (norm(&standard), norm(&jac));
+    println!("Jacobian norm: standard {n_std:.3}, with the term {n_jac:.3}");
+    assert!(n_jac < 0.8 * n_std, "{n_jac} vs {n_std}");
+
+    // Bad settings are typed errors.
+    let square = SquareConfig::new().init().unwrap();
+    assert!(
+        AdversarialTerm::new(
+            Box::new(square),
+            eps,
+            SourceKind::Exact,
+            AdversarialForm::Madry,
+            1.0
+        )
+        .is_err()
+    );
+    let pgd = PgdConfig::new().init().unwrap();
+    assert!(
+        AdversarialTerm::new(
+            Box::new(pgd),
+            eps,
+            SourceKind::Transfer,
+            AdversarialForm::Madry,
+            1.0
+        )
+        .is_err()
+    );
 }

@@ -31,8 +31,9 @@ pub struct ImageFolder {
 }
 
 impl ImageFolder {
-    /// Lists `root/<class>/<image>`. Files with other extensions are skipped; a root without any
-    /// class directory holding an image is an error.
+    /// Lists `root/<class>/<image>`. Files with other extensions (and files directly under
+    /// `root`) are skipped; a root without class directories, or a class directory without an
+    /// image, is an error naming it.
     pub fn open(root: impl AsRef<Path>) -> Result<Self, DataError> {
         let root = root.as_ref().to_path_buf();
         let mut classes: Vec<String> = read_dir(&root)?
@@ -53,7 +54,12 @@ impl ImageFolder {
                 .filter(|p| p.is_file() && is_image(p))
                 .collect();
             if files.is_empty() {
-                continue;
+                // As torchvision's ImageFolder: an empty class is a mistake, not a class.
+                return Err(DataError::Malformed {
+                    path: root.join(&name),
+                    position: "directory".into(),
+                    message: "class folder holds no PNG or JPEG image".into(),
+                });
             }
             files.sort();
             let class = folder.classes.len();
@@ -223,7 +229,7 @@ mod tests {
     fn lists_classes_and_loads_resized_crops() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
-        for class in ["dog", "cat", "empty"] {
+        for class in ["dog", "cat"] {
             std::fs::create_dir(root.join(class)).unwrap();
         }
         solid(40, 20, [255, 0, 0])
@@ -299,6 +305,11 @@ mod tests {
             Err(DataError::Io { .. })
         ));
         std::fs::create_dir(dir.path().join("c")).unwrap();
+        let err = ImageFolder::open(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("holds no PNG or JPEG") && err.contains("/c"),
+            "{err}"
+        );
         std::fs::write(
             dir.path().join("c/broken.png"),
             [0x89, b'P', b'N', b'G', 0, 1, 2],

@@ -486,6 +486,11 @@ fn record<B: FeedbackBackend, C: CheckpointStrategy>(
     kernel: FeedbackKernel,
 ) -> FloatTensor<Autodiff<B, C>> {
     // The auxiliary tensor is a constant of the backward: never a parent, never differentiated.
+    // Checked here, at the call that gave it, rather than inside the backward.
+    assert!(
+        aux.is_some() || !kernel.needs_aux(),
+        "{op:?}: the feedback kernel {kernel:?} needs its auxiliary tensor (M or B), none was given"
+    );
     let aux = aux
         .filter(|_| kernel.needs_aux())
         .map(|aux| aux.into_primitive());

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
+mod binary_cross_entropy;
 mod cross_entropy;
 mod error;
 mod hyp2;
@@ -9,6 +10,7 @@ mod symmetry;
 
 use burn::tensor::Tensor;
 
+pub use binary_cross_entropy::BinaryCrossEntropy;
 pub use cross_entropy::{CrossEntropy, CrossEntropyConfig};
 pub use error::LossError;
 pub use hyp2::{

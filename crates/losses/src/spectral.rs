@@ -73,6 +73,16 @@ impl SpectralRegularizer {
         &self.config
     }
 
+    /// The persistent power-iteration vectors, by layer path (`[rows, 1]` each).
+    pub fn vectors(&self) -> impl Iterator<Item = (&str, &Tensor<2>)> {
+        self.vectors.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    /// Sets the power-iteration vector of `name` (a resumed run's), `[rows, 1]`.
+    pub fn set_vector(&mut self, name: &str, u: Tensor<2>) {
+        self.vectors.insert(name.to_string(), u);
+    }
+
     /// σ_max of `weight` (a matrix on the autodiff graph or not) after this call's power
     /// iterations, as a differentiable `[1]` tensor; the refined vector is kept under `name`.
     pub fn sigma_max(&mut self, name: &str, weight: Tensor<2>) -> Tensor<1> {

@@ -5,6 +5,7 @@ mod accuracy;
 mod error;
 mod fairness;
 mod jacobian;
+mod multilabel;
 mod retrieval;
 mod robustness;
 mod spectrum;
@@ -13,9 +14,10 @@ pub use accuracy::TopKAccuracy;
 pub use error::MetricsError;
 pub use fairness::{ConfusionMatrix, FairnessReport};
 pub use jacobian::{JacobianConfig, JacobianNorm, jacobian_frobenius, jacobian_frobenius_exact};
+pub use multilabel::{MultiLabelReport, multilabel_metrics};
 pub use retrieval::{
     ApNormalizer, LabelSets, MapConfig, PackedCodes, PrecisionRecallCurve, RetrievalReport,
-    hamming_distance, map_at_k, precision_recall_by_radius, rank,
+    code_bit, hamming_distance, map_at_k, precision_recall_by_radius, rank,
 };
 pub use robustness::{
     CurvePoint, RobustMetric, RobustnessCurve, bootstrap_mean_interval, normal_quantile,

@@ -18,20 +18,34 @@ pub struct PackedCodes {
     data: Vec<u64>,
 }
 
+/// The one sign→code rule of signsym: a real value `≥ 0` is the bit +1, a negative one −1 (the
+/// hashing head's `Network::codes`, the retrieval attacks and [`PackedCodes::from_real`] all use
+/// it, so a code bit of exactly 0 is the same everywhere).
+///
+/// ```
+/// use signsym_metrics::code_bit;
+/// assert!(code_bit(0.0) && code_bit(0.3) && !code_bit(-1e-9));
+/// ```
+#[inline]
+pub fn code_bit(value: f32) -> bool {
+    value >= 0.0
+}
+
 impl PackedCodes {
-    /// Packs real-valued codes (row-major, `bits` values per item) by sign: a value `> 0` is +1,
-    /// anything else −1 (so the ±1 output of a hashing head packs exactly).
+    /// Packs real-valued codes (row-major, `bits` values per item) by sign ([`code_bit`]: `≥ 0`
+    /// is +1, negative −1; the ±1 output of a hashing head packs exactly).
     ///
     /// ```
     /// use signsym_metrics::PackedCodes;
     /// let codes = PackedCodes::from_real(&[1.0, -1.0, 1.0, 0.3, 0.2, -0.7], 3)?;
+    /// assert_eq!(PackedCodes::from_real(&[0.0], 1)?, PackedCodes::from_real(&[1.0], 1)?);
     /// assert_eq!(codes.len(), 2);
     /// assert_eq!(codes.hamming(0, &codes, 1), 2);
     /// # Ok::<(), signsym_metrics::MetricsError>(())
     /// ```
     pub fn from_real(values: &[f32], bits: usize) -> Result<Self, MetricsError> {
         check_finite("codes", values)?;
-        Self::from_fn(values.len(), bits, |i| values[i] > 0.0)
+        Self::from_fn(values.len(), bits, |i| code_bit(values[i]))
     }
 
     /// Packs the rows of a `[items, bits]` tensor by sign (see [`from_real`](Self::from_real)),

@@ -26,6 +26,21 @@ pub struct EpochStats {
     /// Wall-clock seconds of training (evaluation excluded) in this epoch, summed over resumed
     /// parts.
     pub seconds: f64,
+    /// Each term of the objective: its mean over the epoch's batches and the seconds spent
+    /// computing it (the task loss first, as `task`).
+    #[serde(default)]
+    pub terms: Vec<TermStats>,
+}
+
+/// One term of the objective over an epoch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TermStats {
+    /// The term's name.
+    pub name: String,
+    /// Its mean value (weight included) over the epoch's batches.
+    pub mean: f64,
+    /// Seconds spent computing it (forward only; the shared backward is not split).
+    pub seconds: f64,
 }
 
 /// Where the loop stood when the checkpoint was written.
@@ -43,6 +58,15 @@ pub(crate) struct LoopState {
     pub loss_count: usize,
     /// Training seconds spent so far in `epoch`.
     pub seconds: f64,
+    /// Per term (task loss first): sum of its batch values so far in `epoch`.
+    #[serde(default)]
+    pub term_sums: Vec<f64>,
+    /// Per term: seconds spent computing it so far in `epoch`.
+    #[serde(default)]
+    pub term_seconds: Vec<f64>,
+    /// Each extra term's state after the last step ([`Term::state`](crate::Term::state)).
+    #[serde(default)]
+    pub term_states: Vec<serde_json::Value>,
     /// Finished epochs.
     pub history: Vec<EpochStats>,
     /// Model and optimizer files of this checkpoint, relative to the directory.

@@ -82,6 +82,7 @@ impl Head {
     /// Binary codes in `{-1, +1}` (zero maps to +1) for a hashing head; logits' signs otherwise.
     pub fn codes(&self, features: Tensor<2>) -> Tensor<2> {
         let out = self.linear.forward(features);
+        // `≥ 0` is +1: signsym_metrics::code_bit, on the device.
         out.clone()
             .greater_equal_elem(0.0)
             .float()

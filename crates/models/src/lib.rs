@@ -11,12 +11,13 @@ mod network;
 pub mod pretrained;
 pub mod resnet;
 pub mod small_cnn;
+mod term;
 mod train;
 pub mod vgg;
 
 pub use alexnet::{AlexNet, AlexNetConfig};
 pub use backbone::{Backbone, eval_mode, train_mode};
-pub use checkpoint::EpochStats;
+pub use checkpoint::{EpochStats, TermStats};
 pub use error::ModelError;
 pub use head::{Head, Task};
 pub use network::Network;
@@ -25,8 +26,9 @@ pub use pretrained::{
 };
 pub use resnet::{BasicBlock, Downsample, ResNet, ResNetConfig};
 pub use small_cnn::{SmallCnn, SmallCnnConfig};
+pub use term::{JacobianTerm, L2Term, SpectralLayers, SpectralTerm, Step, Term};
 pub use train::{
     AccuracyEvaluator, BatchSource, Evaluator, FineTuneConfig, FineTuned, Objective, Trainee,
-    accuracy, fine_tune, pretrain, recalibrate_batch_norm, validate_classes,
+    accuracy, fine_tune, fine_tune_with, pretrain, recalibrate_batch_norm, validate_classes,
 };
 pub use vgg::{Vgg16, Vgg16Config};

@@ -21,8 +21,9 @@ use signsym_data::ImageDataset;
 use signsym_feedback::{FeedbackRule, set_rule};
 use signsym_losses::TaskLoss;
 
-use crate::checkpoint::{self, EpochStats, LoopState};
+use crate::checkpoint::{self, EpochStats, LoopState, TermStats};
 use crate::error::invalid;
+use crate::term::{Step, Term};
 use crate::{Backbone, ModelError, Network};
 
 /// Settings of [`fine_tune`]; the defaults are the paper's (Adam β = (0.9, 0.999), weight decay
@@ -47,6 +48,10 @@ pub struct FineTuneConfig {
     /// Adam's ε.
     #[config(default = 1e-8)]
     pub epsilon: f64,
+    /// Weight of the task loss on the clean batch; 0 leaves it out (Madry's adversarial training,
+    /// where an adversarial term takes its place).
+    #[config(default = 1.0)]
+    pub task_weight: f64,
     /// Batch size (the last, smaller batch of an epoch is kept).
     #[config(default = 32)]
     pub batch_size: usize,
@@ -105,13 +110,20 @@ impl FineTuneConfig {
         if self.batch_size == 0 {
             return Err(invalid("batch_size", 0, "must be at least 1"));
         }
+        if !(self.task_weight.is_finite() && self.task_weight >= 0.0) {
+            return Err(invalid(
+                "task_weight",
+                self.task_weight,
+                "must be finite and non-negative",
+            ));
+        }
         Ok(())
     }
 
     /// What a resumed run must share with the run that wrote the checkpoint.
     fn fingerprint(&self, examples: usize) -> String {
         format!(
-            "rule={:?} seed={} batch={} backbone_lr={} head_lr={} wd={} betas=({}, {}) eps={} examples={examples}",
+            "rule={:?} seed={} batch={} backbone_lr={} head_lr={} wd={} betas=({}, {}) eps={} task_weight={} examples={examples}",
             self.rule,
             self.seed,
             self.batch_size,
@@ -120,7 +132,8 @@ impl FineTuneConfig {
             self.weight_decay,
             self.beta_1,
             self.beta_2,
-            self.epsilon
+            self.epsilon,
+            self.task_weight
         )
     }
 }
@@ -250,7 +263,8 @@ impl<M: Backbone> Evaluator<M> for AccuracyEvaluator<'_> {
     }
 }
 
-/// Top-1 accuracy of `network` on `data`, in inference mode, without autodiff.
+/// Top-1 accuracy of `network` on `data`, in inference mode, without autodiff
+/// (signsym-metrics' [`TopKAccuracy`](signsym_metrics::TopKAccuracy)).
 pub fn accuracy<M: Backbone>(
     network: &Network<M>,
     data: &ImageDataset,
@@ -262,13 +276,14 @@ pub fn accuracy<M: Backbone>(
     let model = network.valid();
     let device = model.device()?;
     let indices: Vec<usize> = (0..data.len()).collect();
-    let mut correct = 0usize;
+    let mut top1 =
+        signsym_metrics::TopKAccuracy::new(&[1]).map_err(|e| ModelError::Data(e.to_string()))?;
     for chunk in indices.chunks(batch_size.max(1)) {
         let (images, targets) = data.batch(chunk, &device)?;
-        let predicted = model.try_forward(images)?.argmax(1).flatten::<1>(0, 1);
-        correct += predicted.equal(targets).int().sum().into_scalar::<i64>() as usize;
+        top1.update(model.try_forward(images)?, targets)
+            .map_err(|e| ModelError::Data(e.to_string()))?;
     }
-    Ok(correct as f64 / data.len() as f64)
+    Ok(top1.accuracy(1).unwrap_or(0.0))
 }
 
 /// A loss a training loop can hold as a module (its parameters, if any, are trained).
@@ -319,11 +334,41 @@ pub fn fine_tune<M, L, D>(
 where
     M: Backbone,
     L: Objective,
+    L::Target: Clone,
+    D: BatchSource<Target = L::Target>,
+{
+    fine_tune_with(network, objective, &mut [], train, evaluator, config, stop)
+}
+
+/// [`fine_tune`] with more terms in the objective: each step minimises
+/// `task_weight · task loss + Σ terms` (see [`Term`]), and each epoch logs every term's mean and
+/// time ([`EpochStats::terms`]). The terms' states go into the checkpoints, so a resumed run
+/// repeats the uninterrupted one bit for bit.
+pub fn fine_tune_with<M, L, D>(
+    network: Network<M>,
+    objective: L,
+    terms: &mut [Box<dyn Term<M, L::Target> + '_>],
+    train: &D,
+    evaluator: Option<&mut dyn Evaluator<M>>,
+    config: &FineTuneConfig,
+    stop: Option<Arc<AtomicBool>>,
+) -> Result<FineTuned<M, L>, ModelError>
+where
+    M: Backbone,
+    L: Objective,
+    L::Target: Clone,
     D: BatchSource<Target = L::Target>,
 {
     config.validate()?;
     if train.is_empty() {
         return Err(ModelError::Data("empty training set".into()));
+    }
+    if config.task_weight == 0.0 && terms.is_empty() {
+        return Err(invalid(
+            "task_weight",
+            0,
+            "leaves the objective empty: add a term or weight the task loss",
+        ));
     }
     let device = network.device()?;
     if !device.is_autodiff() {
@@ -343,7 +388,13 @@ where
         .with_weight_decay(Some(WeightDecayConfig::new(config.weight_decay as f32)))
         .init();
 
-    let fingerprint = config.fingerprint(train.len());
+    let names: Vec<String> = std::iter::once("task".to_string())
+        .chain(terms.iter().map(|t| t.name().to_string()))
+        .collect();
+    let mut fingerprint = config.fingerprint(train.len());
+    for term in terms.iter() {
+        fingerprint.push_str(&format!(" + {}", term.fingerprint()));
+    }
     let mut state = LoopState {
         fingerprint: fingerprint.clone(),
         epoch: 0,
@@ -351,6 +402,9 @@ where
         loss_sum: 0.0,
         loss_count: 0,
         seconds: 0.0,
+        term_sums: vec![0.0; names.len()],
+        term_seconds: vec![0.0; names.len()],
+        term_states: Vec::new(),
         history: Vec::new(),
         model_file: String::new(),
         optimizer_file: String::new(),
@@ -368,8 +422,24 @@ where
             });
         }
         optimizer = checkpoint::load(dir, &saved, &mut trainee, optimizer)?;
+        for (term, value) in terms.iter_mut().zip(saved.term_states.iter()) {
+            term.load_state(value.clone())?;
+        }
         state = saved;
+        state.term_sums.resize(names.len(), 0.0);
+        state.term_seconds.resize(names.len(), 0.0);
     }
+    let save = |trainee: &Trainee<M, L>,
+                optimizer: &ModuleOptimizer,
+                state: &mut LoopState,
+                terms: &[Box<dyn Term<M, L::Target> + '_>]|
+     -> Result<(), ModelError> {
+        let Some(dir) = &config.checkpoint_dir else {
+            return Ok(());
+        };
+        state.term_states = terms.iter().map(|t| t.state()).collect::<Result<_, _>>()?;
+        checkpoint::save(dir, trainee, optimizer, state.clone())
+    };
 
     train.validate(trainee.network.task().outputs())?;
     let learning_rates = learning_rates(&trainee, config);
@@ -380,7 +450,7 @@ where
         let order = epoch_order(train.len(), config.seed, epoch);
         let bar = progress_bar(config, epoch, steps_per_epoch, state.step);
         let started = Instant::now();
-        let mut pending: Vec<(usize, Tensor<1>)> = Vec::new();
+        let mut pending: Vec<(usize, Vec<Tensor<1>>)> = Vec::new();
         for (step, chunk) in order.chunks(config.batch_size).enumerate().skip(state.step) {
             // Dropout masks and brSF draws come from the device RNG: reseeding it per step
             // makes a resumed run draw what the uninterrupted run drew.
@@ -388,9 +458,41 @@ where
             let (images, targets) = train.batch(chunk, &device)?;
             // Values were validated once; the shape is known without reading the batch back.
             trainee.network.backbone.check_input(images.dims())?;
-            let output = trainee.network.forward(images);
-            let loss = trainee.objective.loss_validated(output, targets)?;
-            pending.push((step, loss.clone().detach()));
+            let mut context = Step::new(
+                &trainee.network,
+                &images,
+                &targets,
+                (epoch, step, config.seed),
+            );
+            let mut values = Vec::with_capacity(names.len() + 1);
+            let mut total: Option<Tensor<1>> = None;
+            let mut add = |value: Tensor<1>, values: &mut Vec<Tensor<1>>| {
+                values.push(value.clone().detach());
+                total = Some(match total.take() {
+                    Some(t) => t + value,
+                    None => value,
+                });
+            };
+            values.push(Tensor::zeros([1], &device));
+            let timer = Instant::now();
+            if config.task_weight > 0.0 {
+                let output = context.clean_output();
+                let task = trainee.objective.loss_validated(output, targets.clone())?;
+                add(task.mul_scalar(config.task_weight), &mut values);
+            } else {
+                values.push(Tensor::zeros([1], &device));
+            }
+            state.term_seconds[0] += timer.elapsed().as_secs_f64();
+            for (k, term) in terms.iter_mut().enumerate() {
+                let timer = Instant::now();
+                let value = term.value(&mut context)?;
+                add(value, &mut values);
+                state.term_seconds[k + 1] += timer.elapsed().as_secs_f64();
+            }
+            drop(context);
+            let loss = total.expect("the objective has a term (checked above)");
+            values[0] = loss.clone().detach();
+            pending.push((step, values));
             let grads = GradientsParams::from_grads(loss.backward(), &trainee);
             trainee = optimizer.step(learning_rates.clone(), trainee, grads);
             state.step = step + 1;
@@ -407,9 +509,7 @@ where
             if stopping {
                 state.seconds += started.elapsed().as_secs_f64();
                 bar.abandon_with_message("interrupted");
-                if let Some(dir) = &config.checkpoint_dir {
-                    checkpoint::save(dir, &trainee, &optimizer, state.clone())?;
-                }
+                save(&trainee, &optimizer, &mut state, terms)?;
                 return Err(ModelError::Interrupted {
                     completed_epochs: state.history.len(),
                 });
@@ -426,11 +526,23 @@ where
             Some(e) => Some(e.evaluate(&trainee.network)?),
             None => None,
         };
+        let count = state.loss_count.max(1) as f64;
         let stats = EpochStats {
             epoch,
-            train_loss: state.loss_sum / state.loss_count.max(1) as f64,
+            train_loss: state.loss_sum / count,
             metric,
             seconds,
+            terms: names
+                .iter()
+                .zip(&state.term_sums)
+                .zip(&state.term_seconds)
+                .filter(|((name, _), _)| name.as_str() != "task" || config.task_weight > 0.0)
+                .map(|((name, sum), secs)| TermStats {
+                    name: name.clone(),
+                    mean: sum / count,
+                    seconds: *secs,
+                })
+                .collect(),
         };
         bar.finish_with_message(match (metric, evaluator.as_deref()) {
             (Some(m), Some(e)) => format!("loss {:.4}  {} {m:.4}", stats.train_loss, e.metric()),
@@ -442,9 +554,9 @@ where
         state.loss_sum = 0.0;
         state.loss_count = 0;
         state.seconds = 0.0;
-        if let Some(dir) = &config.checkpoint_dir {
-            checkpoint::save(dir, &trainee, &optimizer, state.clone())?;
-        }
+        state.term_sums.iter_mut().for_each(|v| *v = 0.0);
+        state.term_seconds.iter_mut().for_each(|v| *v = 0.0);
+        save(&trainee, &optimizer, &mut state, terms)?;
         if stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst)) && state.epoch < config.epochs {
             return Err(ModelError::Interrupted {
                 completed_epochs: state.history.len(),
@@ -461,18 +573,21 @@ where
 /// Reads the pending step losses back (one transfer), in step order, into the epoch's sums; a
 /// non-finite loss ends training with the step it came from.
 fn read_losses(
-    pending: &mut Vec<(usize, Tensor<1>)>,
+    pending: &mut Vec<(usize, Vec<Tensor<1>>)>,
     state: &mut LoopState,
     epoch: usize,
 ) -> Result<(), ModelError> {
     if pending.is_empty() {
         return Ok(());
     }
+    let width = pending[0].1.len();
     let steps: Vec<usize> = pending.iter().map(|(s, _)| *s).collect();
-    let values = Tensor::cat(pending.drain(..).map(|(_, l)| l).collect(), 0)
+    let values = Tensor::cat(pending.drain(..).flat_map(|(_, v)| v).collect(), 0)
         .try_to_vec_as::<f32>()
         .map_err(|e| ModelError::Data(format!("loss values: {e:?}")))?;
-    for (step, value) in steps.into_iter().zip(values) {
+    for (step, row) in steps.into_iter().zip(values.chunks(width)) {
+        // Row: total loss, then the task loss and each term.
+        let value = row[0];
         if !value.is_finite() {
             return Err(ModelError::Diverged {
                 epoch,
@@ -482,6 +597,9 @@ fn read_losses(
         }
         state.loss_sum += f64::from(value);
         state.loss_count += 1;
+        for (sum, v) in state.term_sums.iter_mut().zip(&row[1..]) {
+            *sum += f64::from(*v);
+        }
     }
     Ok(())
 }
@@ -543,6 +661,7 @@ pub fn pretrain<M, L, D>(
 where
     M: Backbone,
     L: Objective,
+    L::Target: Clone,
     D: BatchSource<Target = L::Target>,
 {
     let config = config.clone().with_rule(Some(FeedbackRule::Bp));

@@ -100,18 +100,29 @@ pub(crate) fn validate_feedback<const D: usize>(
 }
 
 /// The auxiliary tensor of the recipe, if it reads one.
+///
+/// A layer whose rule needs a fixed tensor but holds none (its `settings` were edited by hand,
+/// or a record without it was loaded) uses the tensor its seed defines, the one
+/// [`set_rule`](crate::set_rule) would have drawn: the fixed tensor is a function of the
+/// settings, so the forward never lacks it. Only settings that cannot be drawn from (an invalid
+/// distribution written into them) fail, which `try_forward` reports as an error.
 pub(crate) fn aux_for<const D: usize>(
     kernel: &FeedbackKernel,
+    settings: &FeedbackConfig,
+    weight: &Param<Tensor<D>>,
     feedback: &Option<Param<Tensor<D>>>,
-    layer: &str,
 ) -> Option<Tensor<D>> {
     if !kernel.needs_aux() {
         return None;
     }
-    let f = feedback.as_ref().unwrap_or_else(|| {
-        panic!("{layer}: rule needs a fixed feedback tensor but the layer holds none (use try_forward for an error)")
-    });
-    Some(f.val())
+    if let Some(f) = feedback {
+        return Some(f.val());
+    }
+    let shape = weight.lazy_shape().dims::<D>();
+    match draw_fixed(settings, settings.rule, shape, &weight.lazy_device()) {
+        Ok(drawn) => drawn.map(|p| p.val()),
+        Err(e) => panic!("{e} (try_forward reports this as an error)"),
+    }
 }
 
 /// Cosine between the flattened weight and the flattened feedback tensor `V` of the current rule.

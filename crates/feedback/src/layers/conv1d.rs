@@ -145,7 +145,7 @@ impl FeedbackConv1d {
         match active_kernel(&self.settings, conv_fans(&weight.dims())) {
             None => conv1d(input, weight, bias, options),
             Some(kernel) => {
-                let aux = aux_for(&kernel, &self.feedback, "FeedbackConv1d");
+                let aux = aux_for(&kernel, &self.settings, &self.weight, &self.feedback);
                 conv1d_with(input, weight, bias, aux, options, kernel)
             }
         }

@@ -147,7 +147,7 @@ impl FeedbackConv2d {
             // the backward gets the extension's faster Flex kernels.
             None => conv2d_with(input, weight, bias, None, options, FeedbackKernel::WEIGHT),
             Some(kernel) => {
-                let aux = aux_for(&kernel, &self.feedback, "FeedbackConv2d");
+                let aux = aux_for(&kernel, &self.settings, &self.weight, &self.feedback);
                 conv2d_with(input, weight, bias, aux, options, kernel)
             }
         }

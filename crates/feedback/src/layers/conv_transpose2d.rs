@@ -152,7 +152,7 @@ impl FeedbackConvTranspose2d {
         match active_kernel(&self.settings, conv_fans(&weight.dims())) {
             None => conv_transpose2d(input, weight, bias, self.options()),
             Some(kernel) => {
-                let aux = aux_for(&kernel, &self.feedback, "FeedbackConvTranspose2d");
+                let aux = aux_for(&kernel, &self.settings, &self.weight, &self.feedback);
                 conv_transpose2d_with(input, weight, bias, aux, self.options(), kernel)
             }
         }

@@ -111,7 +111,7 @@ impl FeedbackLinear {
         match active_kernel(&self.settings, self.fans()) {
             None => linear(input, weight, bias),
             Some(kernel) => {
-                let aux = aux_for(&kernel, &self.feedback, "FeedbackLinear");
+                let aux = aux_for(&kernel, &self.settings, &self.weight, &self.feedback);
                 linear_with(input, weight, bias, aux, kernel)
             }
         }

@@ -214,7 +214,8 @@ fn tensors_pack_like_host_values() {
     let codes = Tensor::<2>::from_data(TensorData::new(values.clone(), [2, 3]), &device);
     let packed = PackedCodes::from_tensor(codes).unwrap();
     assert_eq!(packed, PackedCodes::from_real(&values, 3).unwrap());
-    assert_eq!(packed.signs(0), vec![1.0, -1.0, -1.0]);
+    // signsym's one sign→code rule: 0 is +1.
+    assert_eq!(packed.signs(0), vec![1.0, -1.0, 1.0]);
     let labels = Tensor::<2>::from_data(
         TensorData::new(vec![1.0f32, 0.0, 0.0, 1.0], [2, 2]),
         &device,

@@ -76,6 +76,7 @@ fn check_arch<M: Backbone>(arch: &str, build: impl Fn(&Device) -> Network<M>) {
 
 #[test]
 fn alexnet_matches_pytorch() {
+    let _serial = crate::serial();
     check_arch("alexnet", |d| {
         let backbone = AlexNetConfig::new()
             .with_channels([8, 16, 16, 12, 12])
@@ -88,6 +89,7 @@ fn alexnet_matches_pytorch() {
 
 #[test]
 fn vgg16_matches_pytorch() {
+    let _serial = crate::serial();
     check_arch("vgg16", |d| {
         let backbone = Vgg16Config::new()
             .with_channels([4, 6, 8, 8, 8])
@@ -109,11 +111,13 @@ fn narrow_resnet(cifar: bool, device: &Device) -> Network<signsym_models::ResNet
 
 #[test]
 fn resnet18_matches_pytorch() {
+    let _serial = crate::serial();
     check_arch("resnet18", |d| narrow_resnet(false, d));
 }
 
 #[test]
 fn resnet18_cifar_stem_matches_pytorch() {
+    let _serial = crate::serial();
     check_arch("resnet18_cifarstem", |d| narrow_resnet(true, d));
 }
 
@@ -150,6 +154,7 @@ fn check_names<M: Backbone>(arch: &str, net: &Network<M>) {
 
 #[test]
 fn full_size_models_have_torchvision_names_and_shapes() {
+    let _serial = crate::serial();
     let device = Device::flex();
     let head = Task::classification(1000);
     let alexnet = AlexNetConfig::new().init(&device).unwrap();
@@ -162,6 +167,7 @@ fn full_size_models_have_torchvision_names_and_shapes() {
 
 #[test]
 fn backbone_scope_keeps_the_new_head_and_ignores_the_old_one() {
+    let _serial = crate::serial();
     let device = Device::flex();
     let backbone = ResNetConfig::resnet18()
         .with_widths([4, 8, 8, 12])
@@ -208,6 +214,7 @@ fn backbone_scope_keeps_the_new_head_and_ignores_the_old_one() {
 
 #[test]
 fn mismatched_files_are_refused_with_the_offending_keys() {
+    let _serial = crate::serial();
     let device = Device::flex();
     let file = TorchvisionWeights::new(fixture("resnet18_narrow.pth"));
 
@@ -263,6 +270,7 @@ fn narrow_resnet_widths(widths: [usize; 4], device: &Device) -> Network<signsym_
 
 #[test]
 fn corrupt_truncated_and_missing_files_are_typed_errors() {
+    let _serial = crate::serial();
     let device = Device::flex();
     let dir = tempfile::tempdir().unwrap();
     let mut net = narrow_resnet_widths([4, 8, 8, 12], &device);
@@ -328,6 +336,7 @@ fn wgpu_device() -> Option<Device> {
 #[cfg(feature = "wgpu")]
 #[test]
 fn resnet18_matches_pytorch_on_wgpu() {
+    let _serial = crate::serial();
     let Some(device) = wgpu_device() else { return };
     let io = io("resnet18");
     let mut net = narrow_resnet(false, &device);

@@ -52,6 +52,7 @@ fn snapshot<M: Module>(module: &M) -> Vec<(String, Vec<f32>)> {
 
 #[test]
 fn backbone_and_head_learning_rates_set_the_update_sizes() {
+    let _serial = crate::serial();
     let device = Device::flex().autodiff();
     let data = mnist_test(64);
     let (backbone_lr, head_lr) = (1e-3, 1e-2);
@@ -116,6 +117,7 @@ impl BatchSource for StopAt<'_> {
 
 #[test]
 fn a_resumed_run_continues_with_identical_numbers() {
+    let _serial = crate::serial();
     let device = Device::flex().autodiff();
     let data = mnist_test(256);
     let net = small_cnn(&device);
@@ -190,6 +192,7 @@ fn a_resumed_run_continues_with_identical_numbers() {
 
 #[test]
 fn switching_the_rule_changes_the_input_gradient_not_the_output() {
+    let _serial = crate::serial();
     let device = Device::flex().autodiff();
     let backbone = ResNetConfig::resnet18()
         .with_widths([4, 8, 8, 8])
@@ -250,6 +253,7 @@ fn check_shapes<M: Backbone>(backbone: M, size: usize, device: &Device) {
 
 #[test]
 fn output_shapes_at_32_and_224_pixels() {
+    let _serial = crate::serial();
     let device = Device::flex();
     // Full-size AlexNet and ResNet-18; VGG-16 at full width only at 32×32 (224×224 costs
     // 15 GFLOPs per image) and narrow at 224×224, with the same structure.
@@ -328,6 +332,7 @@ fn output_shapes_at_32_and_224_pixels() {
 
 #[test]
 fn duplicates_share_no_batch_norm_statistics_while_clones_do() {
+    let _serial = crate::serial();
     let device = Device::flex().autodiff();
     let backbone = ResNetConfig::resnet18()
         .with_widths([4, 4, 4, 4])
@@ -392,6 +397,7 @@ impl BatchSource for OneHot<'_> {
 
 #[test]
 fn hashing_fine_tune_trains_the_hyp2_proxies_at_the_head_rate() {
+    let _serial = crate::serial();
     let device = Device::flex().autodiff();
     let data = mnist_test(64);
     let backbone = SmallCnnConfig::new()

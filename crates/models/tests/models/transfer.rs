@@ -31,6 +31,7 @@ const THRESHOLD: f64 = 0.33;
 
 #[test]
 fn mnist_pretrained_resnet_fine_tunes_on_fashion_mnist_under_every_rule() {
+    let _serial = crate::serial();
     let device = Device::flex().autodiff();
     device.seed(0);
     let mnist = load("mnist", "train", 2000);

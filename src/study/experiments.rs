@@ -1,0 +1,366 @@
+//! What the training-method experiments share (`fair_adversarial_training`, `spectral_transfer`,
+//! `regularizer_comparison`): their command-line settings, the data (seeded stratified
+//! subsets of a pre-training and a target set), the small CNN sized for the data, BP
+//! pre-training, and the output directory (settings refused if they differ, results as CSV and
+//! JSON, a summary, plots).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use serde::{Deserialize, Serialize};
+use signsym_feedback::FeedbackRule;
+use signsym_models::{Network, SmallCnn, SmallCnnConfig, Task};
+
+use super::datasets::{
+    DECODE_BUDGET, DatasetName, Images, InputView, load_classification, subset_seed,
+};
+use super::device::DeviceChoice;
+use super::error::{StudyError, invalid};
+use super::output::{ResultRow, read_json, write_atomic, write_csv, write_json};
+use super::paper::{parse_dataset, parse_device};
+use super::pipeline::{Method, Training, train_method};
+
+/// The settings every training-method experiment takes.
+#[derive(Clone, Debug, PartialEq, clap::Args, Serialize, Deserialize)]
+pub struct ExperimentArgs {
+    /// The target data set (mnist, fashion-mnist, digits bundled; cifar10, cifar100, folder,
+    /// imagenet with --data-dir).
+    #[arg(long, default_value = "fashion-mnist", value_parser = parse_dataset)]
+    pub dataset: DatasetName,
+    /// Where the target data set is (default: `data/` for bundled sets, `data/<name>` else).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// The pre-training data set (bundled; default: the experiment's).
+    #[arg(long, value_parser = parse_dataset)]
+    pub pretrain_dataset: Option<DatasetName>,
+    /// Side of image files after decoding (default: the data's own, 32 for files); a multiple
+    /// of 4.
+    #[arg(long)]
+    pub image_size: Option<usize>,
+    /// Comma-separated rules among bp, usf, frsf, brsf, fa.
+    #[arg(long, value_delimiter = ',', default_value = "bp,usf")]
+    pub rules: Vec<FeedbackRule>,
+    /// Images for BP pre-training (a seeded stratified draw).
+    #[arg(long, default_value_t = 6000)]
+    pub pretrain_examples: usize,
+    /// Training images of each method (a seeded stratified draw).
+    #[arg(long, default_value_t = 4000)]
+    pub train_examples: usize,
+    /// Test images for clean accuracy.
+    #[arg(long, default_value_t = 2000)]
+    pub test_examples: usize,
+    /// Test images attacked (and used for the representation measures).
+    #[arg(long, default_value_t = 500)]
+    pub attack_examples: usize,
+    /// Epochs of each training.
+    #[arg(long, default_value_t = 1)]
+    pub epochs: usize,
+    /// Adam's learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    /// Batch size.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// L∞ budget of the evaluation (and of adversarial training).
+    #[arg(long, default_value_t = 0.1)]
+    pub epsilon: f64,
+    /// PGD steps of the evaluation.
+    #[arg(long, default_value_t = 10)]
+    pub eval_steps: usize,
+    /// Seed of every draw.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// `cpu`, `wgpu` or `cuda`.
+    #[arg(long, default_value = "cpu", value_parser = parse_device)]
+    pub device: DeviceChoice,
+    /// Output directory (default `out/<experiment>`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// No progress bars.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+impl ExperimentArgs {
+    pub(crate) fn validate(&self) -> Result<(), StudyError> {
+        if self.rules.is_empty() {
+            return Err(invalid("rules", "[]", "name at least one rule"));
+        }
+        for (name, value) in [
+            ("pretrain-examples", self.pretrain_examples),
+            ("train-examples", self.train_examples),
+            ("test-examples", self.test_examples),
+            ("attack-examples", self.attack_examples),
+            ("epochs", self.epochs),
+            ("batch-size", self.batch_size),
+            ("eval-steps", self.eval_steps),
+        ] {
+            if value == 0 {
+                return Err(invalid(name, 0, "must be at least 1"));
+            }
+        }
+        if !(self.epsilon.is_finite() && (0.0..=1.0).contains(&self.epsilon)) {
+            return Err(invalid("epsilon", self.epsilon, "must lie in [0, 1]"));
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return Err(invalid("lr", self.lr, "must be positive"));
+        }
+        Ok(())
+    }
+
+    /// The optimiser settings of every training.
+    pub fn training(&self) -> Training {
+        Training {
+            backbone_lr: self.lr,
+            head_lr: self.lr,
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            weight_decay: 0.0,
+            seed: self.seed,
+            progress: !self.quiet,
+        }
+    }
+}
+
+/// An experiment's data: seeded stratified subsets, the input view and the attacked images.
+pub struct ExperimentData {
+    /// Pre-training images.
+    pub pretrain: Images,
+    /// Training images of the target set.
+    pub train: Images,
+    /// Test images of the target set (clean accuracy).
+    pub test: Images,
+    /// Attacked test images.
+    pub attacked: Images,
+    /// How the network sees the images.
+    pub view: InputView,
+    /// The names of the target classes.
+    pub classes: Vec<String>,
+}
+
+fn data_dir(args: &ExperimentArgs, name: DatasetName) -> PathBuf {
+    match (&args.data_dir, name == args.dataset) {
+        (Some(dir), true) => dir.clone(),
+        _ => name.default_dir(),
+    }
+}
+
+/// Loads the target set (and the pre-training set, `pretrain` or the target itself) and draws
+/// the subsets.
+pub fn load(args: &ExperimentArgs, pretrain: DatasetName) -> Result<ExperimentData, StudyError> {
+    let file_side = args.image_size.unwrap_or(32);
+    let target = load_classification(
+        args.dataset,
+        &data_dir(args, args.dataset),
+        file_side,
+        args.seed,
+    )?;
+    let [h, _] = target.train.size();
+    let side = args.image_size.unwrap_or(h);
+    if side < 4 || !side.is_multiple_of(4) {
+        return Err(invalid(
+            "image-size",
+            side,
+            "the small CNN needs a multiple of 4",
+        ));
+    }
+    let draw = |images: &Images, n: usize, purpose: &str| {
+        images
+            .stratified(n, subset_seed(args.seed, purpose))?
+            .decoded(DECODE_BUDGET, !args.quiet)
+    };
+    let train = draw(&target.train, args.train_examples, "train")?;
+    let test = draw(&target.test, args.test_examples, "test")?;
+    let attacked = draw(&test, args.attack_examples, "attack")?;
+    let pre = if pretrain == args.dataset {
+        draw(&target.train, args.pretrain_examples, "pretrain")?
+    } else {
+        let data = load_classification(pretrain, &data_dir(args, pretrain), file_side, args.seed)?;
+        draw(&data.train, args.pretrain_examples, "pretrain")?
+    };
+    let view = InputView {
+        channels: train.channels().max(pre.channels()),
+        side,
+        normalize: None,
+    };
+    Ok(ExperimentData {
+        classes: target.class_names.clone(),
+        pretrain: pre,
+        train,
+        test,
+        attacked,
+        view,
+    })
+}
+
+/// The experiments' backbone: the main job's small CNN for the data's channels and side.
+pub fn backbone(
+    view: &InputView,
+    classes: usize,
+    seed: u64,
+    device: &burn::tensor::Device,
+) -> Result<Network<SmallCnn>, StudyError> {
+    device.seed(seed);
+    let backbone = SmallCnnConfig::new()
+        .with_in_channels(view.channels)
+        .with_side(view.side)
+        .init(device)?;
+    Ok(Network::new(
+        backbone,
+        Task::classification(classes),
+        device,
+    )?)
+}
+
+/// BP pre-training by `method` (cross-entropy unless it adds terms), checkpointed under
+/// `<out>/checkpoints/pretrain-<method>`.
+pub fn pretrain(
+    args: &ExperimentArgs,
+    data: &ExperimentData,
+    method: &Method,
+    out: &Path,
+    stop: Option<Arc<AtomicBool>>,
+) -> Result<Network<SmallCnn>, StudyError> {
+    let device = args.device.device()?;
+    let start = backbone(&data.view, data.pretrain.num_classes(), args.seed, &device)?;
+    let training = Training {
+        epochs: args.epochs,
+        ..args.training()
+    };
+    let (net, _) = train_method(
+        &start,
+        false,
+        method,
+        &data.pretrain,
+        &data.view,
+        &training,
+        out.join(format!("checkpoints/pretrain-{}", method.slug())),
+        stop,
+    )?;
+    Ok(net)
+}
+
+/// The output directory of an experiment: refuses one that holds a run with other settings,
+/// records these.
+pub fn prepare_out<T: Serialize + for<'de> Deserialize<'de> + PartialEq>(
+    out: &Path,
+    settings: &T,
+) -> Result<(), StudyError> {
+    let path = out.join("settings.json");
+    if let Some(previous) = read_json::<T>(&path)?
+        && &previous != settings
+    {
+        return Err(invalid(
+            "out",
+            out.display(),
+            "holds a run with other settings (see its settings.json): choose another --out or \
+             delete it",
+        ));
+    }
+    write_json(&path, settings)
+}
+
+/// Writes `results.csv`, `results.json` (settings and rows) and `summary.txt`.
+pub fn write_results<T: Serialize>(
+    out: &Path,
+    settings: &T,
+    rows: &[ResultRow],
+    summary: &str,
+) -> Result<[PathBuf; 3], StudyError> {
+    #[derive(Serialize)]
+    struct Results<'a, T> {
+        settings: &'a T,
+        rows: &'a [ResultRow],
+    }
+    let csv = out.join("results.csv");
+    let json = out.join("results.json");
+    let text = out.join("summary.txt");
+    write_csv(&csv, rows)?;
+    write_json(&json, &Results { settings, rows })?;
+    write_atomic(&text, summary.as_bytes())?;
+    Ok([csv, json, text])
+}
+
+/// The rows of one trained network, cached in `<out>/rows/<slug>.json` so a rerun skips what
+/// is finished.
+pub fn cached_rows(
+    out: &Path,
+    slug: &str,
+    compute: impl FnOnce() -> Result<Vec<ResultRow>, StudyError>,
+) -> Result<Vec<ResultRow>, StudyError> {
+    let path = out.join(format!("rows/{slug}.json"));
+    if let Some(rows) = read_json::<Vec<ResultRow>>(&path)? {
+        return Ok(rows);
+    }
+    let rows = compute()?;
+    write_json(&path, &rows)?;
+    Ok(rows)
+}
+
+/// The transfer of a pre-trained backbone to the target set: a new head trained alone on the
+/// frozen backbone (`probe`, BP), then the whole network fine-tuned under each rule
+/// (`fine-tune`), each evaluated; the rows carry `<pretraining> / <transfer>` as their setting.
+#[allow(clippy::too_many_arguments)]
+pub fn transfer_rows(
+    args: &ExperimentArgs,
+    data: &ExperimentData,
+    pretrained: &Network<SmallCnn>,
+    pretraining: &str,
+    evaluation: &super::pipeline::Evaluation,
+    out: &Path,
+    stop: Option<Arc<AtomicBool>>,
+) -> Result<Vec<ResultRow>, StudyError> {
+    let mut rows = Vec::new();
+    let probe = (FeedbackRule::Bp, "probe", 0.0);
+    let tunes = args.rules.iter().map(|&r| (r, "fine-tune", args.lr));
+    for (rule, mode, backbone_lr) in std::iter::once(probe).chain(tunes) {
+        if stop
+            .as_ref()
+            .is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst))
+        {
+            return Err(StudyError::Interrupted { out: out.into() });
+        }
+        let setting = format!("{pretraining} / {mode}");
+        let method = Method::standard(&setting, rule);
+        let slug = method.slug();
+        println!("{rule} / {setting}");
+        rows.extend(cached_rows(out, &slug, || {
+            let training = Training {
+                backbone_lr,
+                ..args.training()
+            };
+            let (net, _) = train_method(
+                pretrained,
+                true,
+                &method,
+                &data.train,
+                &data.view,
+                &training,
+                out.join(format!("checkpoints/{slug}")),
+                stop.clone(),
+            )?;
+            let base = super::pipeline::RowBase {
+                backbone: "small_cnn".into(),
+                dataset: args.dataset.to_string(),
+                rule,
+                setting: setting.clone(),
+            };
+            super::pipeline::evaluate(
+                &net,
+                &data.test,
+                &data.attacked,
+                &data.view,
+                evaluation,
+                &base,
+            )
+        })?);
+    }
+    Ok(rows)
+}
+
+/// `x` with `ε = value` rendered short for settings names (`0.5`, `1e-3`).
+pub fn short(value: f64) -> String {
+    let s = format!("{value}");
+    if s.len() > 6 { format!("{value:e}") } else { s }
+}

@@ -1,0 +1,509 @@
+//! The pieces every experiment is configured from: a training [`Method`] (a rule and the terms
+//! of its objective), one training function for all of them ([`train_method`], checkpointed and
+//! resumable), and one evaluation ([`evaluate`]) whose rows carry typed keys. An experiment is
+//! a list of methods and the evaluations it asks for.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use burn::module::Module;
+use burn::tensor::{Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+use signsym_attacks::{
+    AdversarialForm, AdversarialTerm, BoundedAttack, GradientSource, PgdConfig, SourceKind,
+    StepSize, SymmetryTerm, attack_mode,
+};
+use signsym_feedback::{FeedbackModule, FeedbackRule};
+use signsym_losses::{CrossEntropyConfig, SpectralRegularizerConfig};
+use signsym_metrics::{
+    ConfusionMatrix, JacobianConfig, activation_spectrum, fit_power_law, jacobian_frobenius,
+    wilson_interval,
+};
+use signsym_models::{
+    Backbone, EpochStats, FineTuneConfig, JacobianTerm, L2Term, ModelError, Network,
+    SpectralLayers, SpectralTerm, Task, Term, fine_tune_with,
+};
+
+use super::datasets::{ClassBatches, Images, InputView, accuracy};
+use super::error::{StudyError, invalid};
+use super::keys::Metric;
+use super::output::ResultRow;
+
+/// A term of a method's objective, as settings (what a run's `settings.json` records).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TermSpec {
+    /// PGD adversarial training ([`AdversarialTerm`]) at budget ε (L∞), `steps` steps of
+    /// `2.5 ε / steps` from a random start, through `source`, in Madry's form or TRADES'
+    /// (β).
+    Adversarial {
+        /// ε.
+        epsilon: f64,
+        /// PGD steps.
+        steps: usize,
+        /// `None`: Madry; `Some(β)`: TRADES.
+        trades_beta: Option<f64>,
+        /// `exact` or `feedback`.
+        source: SourceKind,
+    },
+    /// Sy-FAR's symmetry penalty λ_sym on the adversarial logits.
+    Symmetry {
+        /// λ_sym.
+        lambda: f64,
+    },
+    /// The spectral penalty γ over hidden or all layers.
+    Spectral {
+        /// γ.
+        gamma: f64,
+        /// Which layers.
+        layers: SpectralLayers,
+    },
+    /// The Jacobian penalty λ of the features.
+    Jacobian {
+        /// λ.
+        lambda: f64,
+    },
+    /// L2 on the weights, λ.
+    L2 {
+        /// λ.
+        lambda: f64,
+    },
+}
+
+impl TermSpec {
+    /// The term, for a network with `classes` outputs.
+    pub fn build<M: Backbone>(
+        &self,
+        classes: usize,
+        seed: u64,
+    ) -> Result<Box<dyn Term<M, Tensor<1, Int>>>, StudyError> {
+        let attack_error = |e: signsym_attacks::AttackError| StudyError::from(e);
+        Ok(match *self {
+            Self::Adversarial {
+                epsilon,
+                steps,
+                trades_beta,
+                source,
+            } => {
+                let step = StepSize::Relative(2.5 / steps.max(1) as f64);
+                let pgd = PgdConfig::new()
+                    .with_steps(steps)
+                    .with_step_size(step)
+                    .with_random_start(true)
+                    .with_seed(seed)
+                    .init()
+                    .map_err(attack_error)?;
+                let form = match trades_beta {
+                    None => AdversarialForm::Madry,
+                    Some(beta) => AdversarialForm::Trades { beta },
+                };
+                Box::new(
+                    AdversarialTerm::new(Box::new(pgd), epsilon, source, form, 1.0)
+                        .and_then(|t| t.with_trades_crafting(steps, step))
+                        .map_err(attack_error)?,
+                )
+            }
+            Self::Symmetry { lambda } => Box::new(SymmetryTerm::new(classes, lambda)?),
+            Self::Spectral { gamma, layers } => {
+                Box::new(SpectralTerm::new(gamma, layers, 1, seed)?)
+            }
+            Self::Jacobian { lambda } => Box::new(JacobianTerm::new(lambda, 1, 1e-2)?),
+            Self::L2 { lambda } => Box::new(L2Term::new(lambda)?),
+        })
+    }
+}
+
+/// A way to train: the rule and the objective.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Method {
+    /// The name the results carry (`standard`, `pgd-at`, `sy-far λ=0.5`, …).
+    pub name: String,
+    /// The rule of every layer.
+    pub rule: FeedbackRule,
+    /// Weight of the clean task loss (0 for Madry's adversarial training).
+    pub task_weight: f64,
+    /// The other terms.
+    pub terms: Vec<TermSpec>,
+}
+
+impl Method {
+    /// Cross-entropy alone.
+    pub fn standard(name: &str, rule: FeedbackRule) -> Self {
+        Self {
+            name: name.into(),
+            rule,
+            task_weight: 1.0,
+            terms: Vec::new(),
+        }
+    }
+
+    /// This method with one more term.
+    pub fn with_term(mut self, term: TermSpec) -> Self {
+        self.terms.push(term);
+        self
+    }
+
+    /// This method with the task loss weighted `weight`.
+    pub fn with_task_weight(mut self, weight: f64) -> Self {
+        self.task_weight = weight;
+        self
+    }
+
+    /// A name safe for a directory.
+    pub fn slug(&self) -> String {
+        let clean: String = self
+            .name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        format!("{}-{clean}", self.rule)
+    }
+}
+
+/// The optimiser settings shared by an experiment's trainings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Training {
+    /// Learning rate of the backbone (0 trains the head alone: a linear probe).
+    pub backbone_lr: f64,
+    /// Learning rate of the head.
+    pub head_lr: f64,
+    /// Epochs.
+    pub epochs: usize,
+    /// Batch size.
+    pub batch_size: usize,
+    /// Adam's coupled weight decay.
+    pub weight_decay: f64,
+    /// Seed of every draw.
+    pub seed: u64,
+    /// Progress bars.
+    pub progress: bool,
+}
+
+/// Trains a copy of `start` by `method` on `train` (seen through `view`), with a new
+/// classification head when `new_head`; the checkpoint under `dir` makes it resumable and
+/// lets a finished training be loaded instead of redone.
+#[allow(clippy::too_many_arguments)]
+pub fn train_method<M: Backbone>(
+    start: &Network<M>,
+    new_head: bool,
+    method: &Method,
+    train: &Images,
+    view: &InputView,
+    training: &Training,
+    dir: PathBuf,
+    stop: Option<Arc<AtomicBool>>,
+) -> Result<(Network<M>, Vec<EpochStats>), StudyError> {
+    let device = start.device()?;
+    device.seed(training.seed ^ 0x5eed);
+    let classes = train.num_classes();
+    let net = if new_head {
+        Network::new(
+            start.duplicate().backbone,
+            Task::classification(classes),
+            &device,
+        )?
+    } else {
+        start.duplicate()
+    };
+    let mut terms = method
+        .terms
+        .iter()
+        .map(|t| t.build::<M>(classes, training.seed))
+        .collect::<Result<Vec<_>, _>>()?;
+    let config = FineTuneConfig::new()
+        .with_rule(Some(method.rule))
+        .with_task_weight(method.task_weight)
+        .with_backbone_lr(training.backbone_lr)
+        .with_head_lr(training.head_lr)
+        .with_epochs(training.epochs)
+        .with_batch_size(training.batch_size)
+        .with_weight_decay(training.weight_decay)
+        .with_seed(training.seed)
+        .with_progress(training.progress)
+        .with_checkpoint_dir(Some(dir.clone()));
+    let ce = CrossEntropyConfig::new().init(&device)?;
+    let tuned = fine_tune_with(
+        net,
+        ce,
+        &mut terms,
+        &ClassBatches {
+            images: train,
+            view,
+        },
+        None,
+        &config,
+        stop,
+    )
+    .map_err(|e| match e {
+        ModelError::Interrupted { .. } => StudyError::Interrupted { out: dir },
+        other => other.into(),
+    })?;
+    Ok((tuned.network, tuned.history))
+}
+
+/// What [`evaluate`] measures beyond clean accuracy.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Evaluation {
+    /// L∞ budgets of PGD with the exact gradient (the headline robust number); empty: no attack.
+    pub epsilons: Vec<f64>,
+    /// PGD steps (random start, step `2.5 ε / steps`).
+    pub pgd_steps: usize,
+    /// Per-class robust accuracy and the fairness numbers of the adversarial confusion matrix.
+    pub fairness: bool,
+    /// Jacobian norm and power-law exponent of the features, σ_max per layer.
+    pub representation: bool,
+    /// Seed of the attacks' random starts and the Jacobian projections.
+    pub seed: u64,
+}
+
+/// The identity every row of one evaluated network carries.
+#[derive(Clone, Debug)]
+pub struct RowBase {
+    /// The backbone's name.
+    pub backbone: String,
+    /// The data set's name.
+    pub dataset: String,
+    /// The rule.
+    pub rule: FeedbackRule,
+    /// The method's name.
+    pub setting: String,
+}
+
+impl RowBase {
+    fn row(&self, metric: Metric, value: f64, samples: usize) -> ResultRow {
+        ResultRow::clean(
+            &self.backbone,
+            &self.dataset,
+            &self.rule.to_string(),
+            metric,
+            value,
+            samples,
+        )
+        .with_setting(&self.setting)
+    }
+}
+
+/// Ranks of the covariance spectrum the power law is fitted over: from the 2nd to a quarter of
+/// the available ranks (the first is the mean direction's, the tail is noise at these sizes).
+fn fit_range(len: usize) -> (usize, usize) {
+    (2, (len / 4).max(3).min(len))
+}
+
+/// Clean accuracy on `test`, then on `attacked` what `evaluation` asks for.
+pub fn evaluate<M: Backbone>(
+    network: &Network<M>,
+    test: &Images,
+    attacked: &Images,
+    view: &InputView,
+    evaluation: &Evaluation,
+    base: &RowBase,
+) -> Result<Vec<ResultRow>, StudyError> {
+    let mut rows = Vec::new();
+    let acc = accuracy(network, test, view, 500)?;
+    rows.push(base.row(Metric::Accuracy, acc, test.len()));
+    let device = network.device()?;
+    let all: Vec<usize> = (0..attacked.len()).collect();
+    let images = view.pixels(attacked, &all, &device)?;
+    let labels = attacked.classes(&all)?;
+    let model = attack_mode(network.duplicate());
+    let classes = network.task().outputs();
+    let n = labels.len();
+    for &epsilon in &evaluation.epsilons {
+        let pgd = PgdConfig::new()
+            .with_steps(evaluation.pgd_steps)
+            .with_step_size(StepSize::Relative(2.5 / evaluation.pgd_steps.max(1) as f64))
+            .with_random_start(true)
+            .with_seed(evaluation.seed)
+            .init()?;
+        let mut predicted = Vec::with_capacity(n);
+        for start in (0..n).step_by(250) {
+            let end = (start + 250).min(n);
+            let out = pgd.run(
+                &model,
+                &images.clone().slice(start..end),
+                &labels[start..end],
+                epsilon,
+                &GradientSource::Exact,
+            )?;
+            predicted.extend(out.predicted);
+        }
+        let correct = predicted
+            .iter()
+            .zip(&labels)
+            .filter(|(p, l)| p == l)
+            .count();
+        let (lo, hi) = wilson_interval(correct, n, 0.95)?;
+        let mut row = base.row(Metric::RobustAccuracy, correct as f64 / n as f64, n);
+        row.attack = pgd.name();
+        row.source = Some(SourceKind::Exact);
+        row.epsilon = epsilon;
+        row.ci_low = Some(lo);
+        row.ci_high = Some(hi);
+        rows.push(row.clone());
+        if evaluation.fairness {
+            let mut confusion = ConfusionMatrix::new(classes)?;
+            confusion.update(&labels, &predicted)?;
+            let report = confusion.fairness();
+            let mut add = |metric: Metric, value: f64, samples: usize, detail: String| {
+                let mut r = row.clone().with_detail(detail);
+                r.metric = metric;
+                r.value = value;
+                r.samples = samples;
+                r.ci_low = None;
+                r.ci_high = None;
+                rows.push(r);
+            };
+            for (c, a) in report.per_class_accuracy.iter().enumerate() {
+                if let Some(a) = a {
+                    let count = labels.iter().filter(|&&l| l == c).count();
+                    add(Metric::ClassRobustAccuracy, *a, count, format!("class {c}"));
+                }
+            }
+            if let Some((c, a)) = report.worst_class {
+                add(Metric::WorstClassRobustAccuracy, a, n, format!("class {c}"));
+            }
+            if let Some(m) = report.mean_class_accuracy {
+                add(Metric::MeanClassRobustAccuracy, m, n, String::new());
+            }
+            add(Metric::Asymmetry, report.total_asymmetry, n, String::new());
+            let (target, share) = report
+                .target_share
+                .iter()
+                .enumerate()
+                .fold((0, 0.0), |b, (j, &s)| if s > b.1 { (j, s) } else { b });
+            add(Metric::MaxTargetShare, share, n, format!("class {target}"));
+            for (i, v) in report.asymmetry.iter().enumerate() {
+                add(
+                    Metric::Asymmetry,
+                    *v,
+                    n,
+                    format!("pair {} {}", i / classes, i % classes),
+                );
+            }
+        }
+    }
+    if evaluation.representation {
+        rows.extend(representation(network, &images, base, evaluation.seed)?);
+    }
+    Ok(rows)
+}
+
+/// The features' Jacobian norm and spectrum exponent on `images`, and σ_max of every layer.
+fn representation<M: Backbone>(
+    network: &Network<M>,
+    images: &Tensor<4>,
+    base: &RowBase,
+    seed: u64,
+) -> Result<Vec<ResultRow>, StudyError> {
+    let mut rows = Vec::new();
+    let model = signsym_models::eval_mode(network.duplicate());
+    let n = images.dims()[0];
+    let backbone = &model.backbone;
+    let mut total = 0.0;
+    for start in (0..n).step_by(100) {
+        let x = images.clone().slice(start..(start + 100).min(n));
+        let norm = jacobian_frobenius(
+            x,
+            |x| backbone.features(x),
+            &JacobianConfig::new().with_projections(8).with_seed(seed),
+        )?;
+        total += norm.per_sample.iter().sum::<f64>();
+    }
+    rows.push(base.row(Metric::JacobianNorm, total / n as f64, n));
+    let features = model.valid().backbone.features(images.clone().inner());
+    let dim = features.dims()[1];
+    let values = features
+        .try_to_vec_as::<f32>()
+        .map_err(|e| invalid("features", format!("{e:?}"), "unreadable"))?;
+    let spectrum = activation_spectrum(&values, n, dim)?;
+    let positive = spectrum.iter().take_while(|&&v| v > 1e-12).count();
+    let (first, last) = fit_range(positive);
+    if last > first {
+        let fit = fit_power_law(&spectrum, first, last)?;
+        let mut row = base
+            .row(Metric::PowerLawAlpha, fit.alpha, n)
+            .with_detail(format!("ranks {first}-{last}, r² {:.3}", fit.r_squared));
+        row.ci_low = None;
+        rows.push(row);
+    }
+    let mut sigma = SpectralRegularizerConfig::new()
+        .with_power_iterations(50)
+        .with_skip_last(false)
+        .init()?;
+    let mut weights = Vec::new();
+    network.visit_feedback("", &mut |path, layer| {
+        weights.push((path.to_string(), layer.weight_matrix().detach()));
+    });
+    for (path, w) in weights {
+        let s = sigma.sigma_max(&path, w).into_scalar::<f32>();
+        rows.push(
+            base.row(Metric::SigmaMax, f64::from(s), 1)
+                .with_detail(path),
+        );
+    }
+    Ok(rows)
+}
+
+/// The covariance spectrum of the features of `images` (eigenvalues, descending), for
+/// log–log plots.
+pub fn feature_spectrum<M: Backbone>(
+    network: &Network<M>,
+    images: &Tensor<4>,
+) -> Result<Vec<f64>, StudyError> {
+    let model = network.valid();
+    let features = model.backbone.features(images.clone().inner());
+    let [n, dim] = features.dims();
+    let values = features
+        .try_to_vec_as::<f32>()
+        .map_err(|e| invalid("features", format!("{e:?}"), "unreadable"))?;
+    Ok(activation_spectrum(&values, n, dim)?)
+}
+
+/// The covariance spectrum of the raw pixels of `images`.
+pub fn pixel_spectrum(images: &Tensor<4>) -> Result<Vec<f64>, StudyError> {
+    let [n, c, h, w] = images.dims();
+    let values = images
+        .clone()
+        .inner()
+        .try_to_vec_as::<f32>()
+        .map_err(|e| invalid("pixels", format!("{e:?}"), "unreadable"))?;
+    Ok(activation_spectrum(&values, n, c * h * w)?)
+}
+
+/// Rows' values by `(setting, rule)` for one metric and ε, for tables.
+pub fn value_of(
+    rows: &[ResultRow],
+    rule: FeedbackRule,
+    setting: &str,
+    metric: Metric,
+    epsilon: Option<f64>,
+    detail: &str,
+) -> Option<f64> {
+    rows.iter()
+        .find(|r| {
+            r.rule == rule.to_string()
+                && r.setting == setting
+                && r.metric == metric
+                && epsilon.is_none_or(|e| r.epsilon == e)
+                && r.detail == detail
+        })
+        .map(|r| r.value)
+}
+
+/// `[n, c]`-scores host copy of tensor data, or an error naming `what`.
+pub fn host<const D: usize>(t: Tensor<D>, what: &str) -> Result<Vec<f32>, StudyError> {
+    t.try_to_vec_as::<f32>()
+        .map_err(|e| invalid("tensor", format!("{what}: {e:?}"), "unreadable"))
+}
+
+/// A `[n, c, h, w]` tensor from host values (for the noise evaluation).
+pub fn tensor4(values: Vec<f32>, dims: [usize; 4], like: &Tensor<4>) -> Tensor<4> {
+    Tensor::from_data(TensorData::new(values, dims), &like.device())
+}
