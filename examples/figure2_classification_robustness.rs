@@ -11,7 +11,7 @@
 use clap::Parser;
 use signsym::attacks::PAPER_EPSILONS;
 use signsym::study::paper::{
-    PaperArgs, RobustnessArgs, SourceChoice, figure2_classification_robustness,
+    AutoAttackSubset, PaperArgs, RobustnessArgs, SourceChoice, figure2_classification_robustness,
 };
 
 #[derive(Parser, Debug)]
@@ -33,6 +33,15 @@ struct Args {
     /// PGD steps.
     #[arg(long, default_value_t = 5)]
     steps: usize,
+    /// Test images attacked with a reduced AutoAttack (exact gradient; 0 skips it).
+    #[arg(long, default_value_t = 50)]
+    autoattack_examples: usize,
+    /// AutoAttack's APGD iterations (the reference suite: 100).
+    #[arg(long, default_value_t = 20)]
+    autoattack_steps: usize,
+    /// AutoAttack's Square queries per image (the reference suite: 5,000).
+    #[arg(long, default_value_t = 500)]
+    autoattack_queries: usize,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -43,6 +52,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         epsilons: args.epsilons.unwrap_or_else(|| PAPER_EPSILONS.to_vec()),
         sources: args.sources,
         steps: args.steps,
+        autoattack: Some(AutoAttackSubset {
+            examples: args.autoattack_examples,
+            steps: args.autoattack_steps,
+            queries: args.autoattack_queries,
+            ..AutoAttackSubset::default()
+        }),
         ..RobustnessArgs::paper()
     };
     let stop = signsym::study::stop_on_ctrl_c()?;

@@ -56,6 +56,18 @@ struct Args {
     /// HopSkipJump's query budget per image.
     #[arg(long, default_value_t = 1000)]
     hsj_queries: usize,
+    /// Test images attacked with AutoAttack, exact gradient (0 skips it).
+    #[arg(long, default_value_t = 50)]
+    autoattack_examples: usize,
+    /// AutoAttack's APGD iterations (the reference suite: 100).
+    #[arg(long, default_value_t = 20)]
+    autoattack_steps: usize,
+    /// AutoAttack's APGD-T runner-up classes (the reference suite: 9).
+    #[arg(long, default_value_t = 3)]
+    autoattack_targets: usize,
+    /// AutoAttack's Square queries per image (the reference suite: 5,000).
+    #[arg(long, default_value_t = 500)]
+    autoattack_queries: usize,
     /// Seed of every random draw.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -89,6 +101,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_epsilons(args.epsilons)
         .with_hsj_examples(args.hsj_examples)
         .with_hsj_queries(args.hsj_queries)
+        .with_autoattack_examples(args.autoattack_examples)
+        .with_autoattack_steps(args.autoattack_steps)
+        .with_autoattack_targets(args.autoattack_targets)
+        .with_autoattack_queries(args.autoattack_queries)
         .with_seed(args.seed)
         .with_data_dir(args.data_dir)
         .with_device(args.device)

@@ -43,8 +43,9 @@ def load(data, prefix, part):
 def layers(rule):
     if RULES[rule] is None:
         return nn.Conv2d, nn.Linear, {}
-    import biotorch.layers as bl
-    module = getattr(bl, RULES[rule])
+    import importlib
+    # The rule's submodule must be imported by name: `biotorch.layers` does not import them.
+    module = importlib.import_module(f"biotorch.layers.{RULES[rule]}")
     return module.Conv2d, module.Linear, {"layer_config": {"type": RULES[rule], "options": {
         "constrain_weights": False, "gradient_clip": False, "init": "kaiming"}}}
 
@@ -111,9 +112,10 @@ def main():
     ap.add_argument("--data", default="data")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rules", default="bp,usf,frsf,brsf,fa")
+    ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
+    torch.manual_seed(args.seed)
     started = time.perf_counter()
     mx, my = load(args.data, "mnist", "train")
     fx, fy = load(args.data, "fashion", "train")

@@ -12,6 +12,7 @@
 pub use signsym_attacks as attacks;
 pub use signsym_data as data;
 pub use signsym_feedback as feedback;
+pub use signsym_local as local;
 pub use signsym_losses as losses;
 pub use signsym_metrics as metrics;
 pub use signsym_models as models;

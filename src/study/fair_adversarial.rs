@@ -98,6 +98,7 @@ pub fn run(args: &FairArgs, stop: Option<Arc<AtomicBool>>) -> Result<FairOutputs
         fairness: true,
         representation: false,
         seed: c.seed,
+        ..Evaluation::default()
     };
     let mut rows = Vec::new();
     for &rule in &c.rules {

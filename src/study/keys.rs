@@ -46,6 +46,8 @@ pub enum Metric {
     NoiseAccuracy,
     /// The smallest adversarial distance a decision-based attack found (per image: `detail`).
     MinAdversarialDistance,
+    /// The share of a layer's synapses removed by pruning.
+    PrunedShare,
 }
 
 impl Metric {
@@ -64,7 +66,7 @@ impl Metric {
     }
 }
 
-const NAMES: [(&str, Metric); 14] = [
+const NAMES: [(&str, Metric); 15] = [
     ("accuracy", Metric::Accuracy),
     ("exact_match", Metric::ExactMatch),
     ("class_map", Metric::ClassMap),
@@ -85,6 +87,7 @@ const NAMES: [(&str, Metric); 14] = [
     ("sigma_max", Metric::SigmaMax),
     ("noise_accuracy", Metric::NoiseAccuracy),
     ("min_adversarial_distance", Metric::MinAdversarialDistance),
+    ("pruned_share", Metric::PrunedShare),
 ];
 
 impl fmt::Display for Metric {

@@ -9,6 +9,7 @@ mod error;
 pub mod experiments;
 pub mod fair_adversarial;
 mod keys;
+pub mod local_learning;
 mod output;
 pub mod paper;
 pub mod pipeline;

@@ -2,7 +2,7 @@
 //! writes, and a plain-text table for the terminal.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use signsym_attacks::SourceKind;
@@ -167,11 +167,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StudyError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
     }
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".partial");
-    let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, bytes).map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))
+    signsym_models::atomic_write(path, |tmp| {
+        std::fs::write(tmp, bytes).map_err(|e| e.to_string())
+    })
+    .map_err(|e| StudyError::Format {
+        path: path.into(),
+        message: e.to_string(),
+    })
 }
 
 /// Serialises `value` as pretty JSON to `path`, atomically.

@@ -845,6 +845,45 @@ pub struct RobustnessArgs {
     pub steps: usize,
     /// Query budget of the decision-based attacks.
     pub queries: usize,
+    /// AutoAttack with the exact gradient on the first test images of a classification run
+    /// (`None`: not run).
+    pub autoattack: Option<AutoAttackSubset>,
+}
+
+/// A reduced AutoAttack on a subset, cheap enough to sit next to FGSM and PGD on a CPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AutoAttackSubset {
+    /// Images attacked (the first of the attacked set).
+    pub examples: usize,
+    /// APGD iterations (the reference suite: 100).
+    pub steps: usize,
+    /// APGD-T runner-up classes (the reference suite: 9).
+    pub targets: usize,
+    /// Square queries per image (the reference suite: 5,000).
+    pub queries: usize,
+}
+
+impl Default for AutoAttackSubset {
+    fn default() -> Self {
+        Self {
+            examples: 50,
+            steps: 20,
+            targets: 3,
+            queries: 500,
+        }
+    }
+}
+
+impl AutoAttackSubset {
+    /// The suite.
+    pub fn init(&self, seed: u64) -> Result<signsym_attacks::AutoAttack, StudyError> {
+        Ok(signsym_attacks::AutoAttackConfig::new()
+            .with_steps(self.steps)
+            .with_target_classes(self.targets)
+            .with_square_queries(self.queries)
+            .with_seed(seed)
+            .init()?)
+    }
 }
 
 /// A gradient source by name (`feedback`, `exact`, or `transfer` from the BP fine-tuned model).
@@ -879,6 +918,7 @@ impl RobustnessArgs {
             sources: vec![SourceChoice::Feedback, SourceChoice::Exact],
             steps: 5,
             queries: 10_000,
+            autoattack: Some(AutoAttackSubset::default()),
         }
     }
 }
@@ -968,9 +1008,21 @@ fn robustness_run(
                                 suite = suite.attack(attack, source);
                             }
                         }
-                        suite
+                        let mut report = suite
                             .with_progress(!self.args.quiet)
-                            .run(&model, &images, &labels)?
+                            .run(&model, &images, &labels)?;
+                        if let Some(aa) = &a.autoattack {
+                            let m = aa.examples.min(labels.len());
+                            if m > 0 {
+                                let suite = aa.init(self.args.seed)?;
+                                let extra = RobustnessSuite::new(Norm::Linf, a.epsilons.clone())?
+                                    .autoattack(&suite, GradientSource::Exact)
+                                    .with_progress(!self.args.quiet)
+                                    .run(&model, &images.clone().slice(0..m), &labels[..m])?;
+                                report.entries.extend(extra.entries);
+                            }
+                        }
+                        report
                     }
                     AttackSet::DecisionBased => RobustnessSuite::new(Norm::L2, a.epsilons.clone())?
                         .decision_attack(&hsj)

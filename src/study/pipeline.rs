@@ -11,8 +11,8 @@ use burn::module::Module;
 use burn::tensor::{Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 use signsym_attacks::{
-    AdversarialForm, AdversarialTerm, BoundedAttack, GradientSource, PgdConfig, SourceKind,
-    StepSize, SymmetryTerm, attack_mode,
+    AdversarialForm, AdversarialTerm, BoundedAttack, GradientSource, HopSkipJumpConfig,
+    MinimizationAttack, Norm, PgdConfig, SourceKind, StepSize, SymmetryTerm, attack_mode,
 };
 use signsym_feedback::{FeedbackModule, FeedbackRule};
 use signsym_losses::{CrossEntropyConfig, SpectralRegularizerConfig};
@@ -259,8 +259,101 @@ pub struct Evaluation {
     pub fairness: bool,
     /// Jacobian norm and power-law exponent of the features, σ_max per layer.
     pub representation: bool,
-    /// Seed of the attacks' random starts and the Jacobian projections.
+    /// Seed of the attacks' random starts, the noise and the Jacobian projections.
     pub seed: u64,
+    /// FGSM (exact gradient) at every ε as well.
+    #[serde(default)]
+    pub fgsm: bool,
+    /// L2 norms of random perturbations (Gaussian and uniform directions) to measure accuracy
+    /// under; empty: none.
+    #[serde(default)]
+    pub noise_norms: Vec<f64>,
+    /// HopSkipJump (L2) on the first attacked images: the smallest adversarial distance each.
+    #[serde(default)]
+    pub hop_skip_jump: Option<DecisionEvaluation>,
+}
+
+impl Default for Evaluation {
+    fn default() -> Self {
+        Self {
+            epsilons: Vec::new(),
+            pgd_steps: 10,
+            fairness: false,
+            representation: false,
+            seed: 0,
+            fgsm: false,
+            noise_norms: Vec::new(),
+            hop_skip_jump: None,
+        }
+    }
+}
+
+/// A decision-based attack's share of an [`Evaluation`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DecisionEvaluation {
+    /// Images attacked (the first of the attacked set).
+    pub examples: usize,
+    /// Model queries per image.
+    pub queries: usize,
+}
+
+/// The random directions of [`Evaluation::noise_norms`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoiseKind {
+    /// A standard normal vector, rescaled to the norm.
+    Gaussian,
+    /// A vector uniform in the cube `[−1, 1]^d`, rescaled to the norm.
+    Uniform,
+}
+
+impl NoiseKind {
+    /// The name rows carry as their attack.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Gaussian => "gaussian-noise-l2",
+            Self::Uniform => "uniform-noise-l2",
+        }
+    }
+}
+
+/// `images + δ` clamped to `[0, 1]`, with one random direction `δ` of L2 norm `norm` per image,
+/// drawn from `seed`.
+pub fn add_noise(
+    images: &Tensor<4>,
+    kind: NoiseKind,
+    norm: f64,
+    seed: u64,
+) -> Result<Tensor<4>, StudyError> {
+    use rand::SeedableRng;
+    use rand_distr::{Distribution, StandardNormal, Uniform};
+    let dims = images.dims();
+    let per = dims[1] * dims[2] * dims[3];
+    let mut rng = rand::rngs::ChaCha8Rng::seed_from_u64(seed);
+    let uniform =
+        Uniform::new_inclusive(-1.0f32, 1.0).map_err(|e| invalid("noise", e, "no range"))?;
+    let mut x = host(images.clone(), "images")?;
+    for image in x.chunks_mut(per) {
+        let delta: Vec<f32> = (0..per)
+            .map(|_| match kind {
+                NoiseKind::Gaussian => StandardNormal.sample(&mut rng),
+                NoiseKind::Uniform => uniform.sample(&mut rng),
+            })
+            .collect();
+        let length = delta
+            .iter()
+            .map(|v| f64::from(*v).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        let scale = if length > 0.0 {
+            (norm / length) as f32
+        } else {
+            0.0
+        };
+        for (v, d) in image.iter_mut().zip(delta) {
+            *v = (*v + d * scale).clamp(0.0, 1.0);
+        }
+    }
+    Ok(tensor4(x, dims, images))
 }
 
 /// The identity every row of one evaluated network carries.
@@ -292,7 +385,7 @@ impl RowBase {
 
 /// Ranks of the covariance spectrum the power law is fitted over: from the 2nd to a quarter of
 /// the available ranks (the first is the mean direction's, the tail is noise at these sizes).
-fn fit_range(len: usize) -> (usize, usize) {
+pub fn fit_range(len: usize) -> (usize, usize) {
     (2, (len / 4).max(3).min(len))
 }
 
@@ -315,6 +408,42 @@ pub fn evaluate<M: Backbone>(
     let model = attack_mode(network.duplicate());
     let classes = network.task().outputs();
     let n = labels.len();
+    let predict_all = |x: &Tensor<4>| -> Result<Vec<usize>, StudyError> {
+        let mut predicted = Vec::with_capacity(n);
+        for start in (0..n).step_by(250) {
+            let end = (start + 250).min(n);
+            predicted.extend(signsym_attacks::predict(
+                &model,
+                x.clone().slice(start..end),
+            )?);
+        }
+        Ok(predicted)
+    };
+    let accuracy_row = |predicted: &[usize], metric: Metric| -> Result<ResultRow, StudyError> {
+        let correct = predicted
+            .iter()
+            .zip(&labels)
+            .filter(|(p, l)| p == l)
+            .count();
+        let (lo, hi) = wilson_interval(correct, n, 0.95)?;
+        let mut row = base.row(metric, correct as f64 / n as f64, n);
+        row.ci_low = Some(lo);
+        row.ci_high = Some(hi);
+        Ok(row)
+    };
+    for (k, &norm) in evaluation.noise_norms.iter().enumerate() {
+        for (j, kind) in [NoiseKind::Gaussian, NoiseKind::Uniform]
+            .into_iter()
+            .enumerate()
+        {
+            let seed = super::datasets::subset_seed(evaluation.seed, &format!("noise {k} {j}"));
+            let noisy = add_noise(&images, kind, norm, seed)?;
+            let mut row = accuracy_row(&predict_all(&noisy)?, Metric::NoiseAccuracy)?;
+            row.attack = kind.name().into();
+            row.epsilon = norm;
+            rows.push(row);
+        }
+    }
     for &epsilon in &evaluation.epsilons {
         let pgd = PgdConfig::new()
             .with_steps(evaluation.pgd_steps)
@@ -322,70 +451,90 @@ pub fn evaluate<M: Backbone>(
             .with_random_start(true)
             .with_seed(evaluation.seed)
             .init()?;
-        let mut predicted = Vec::with_capacity(n);
-        for start in (0..n).step_by(250) {
-            let end = (start + 250).min(n);
-            let out = pgd.run(
-                &model,
-                &images.clone().slice(start..end),
-                &labels[start..end],
-                epsilon,
-                &GradientSource::Exact,
-            )?;
-            predicted.extend(out.predicted);
+        let fgsm = signsym_attacks::Fgsm::default();
+        let mut attacks: Vec<&dyn BoundedAttack> = Vec::new();
+        if evaluation.fgsm {
+            attacks.push(&fgsm);
         }
-        let correct = predicted
-            .iter()
-            .zip(&labels)
-            .filter(|(p, l)| p == l)
-            .count();
-        let (lo, hi) = wilson_interval(correct, n, 0.95)?;
-        let mut row = base.row(Metric::RobustAccuracy, correct as f64 / n as f64, n);
-        row.attack = pgd.name();
-        row.source = Some(SourceKind::Exact);
-        row.epsilon = epsilon;
-        row.ci_low = Some(lo);
-        row.ci_high = Some(hi);
-        rows.push(row.clone());
-        if evaluation.fairness {
-            let mut confusion = ConfusionMatrix::new(classes)?;
-            confusion.update(&labels, &predicted)?;
-            let report = confusion.fairness();
-            let mut add = |metric: Metric, value: f64, samples: usize, detail: String| {
-                let mut r = row.clone().with_detail(detail);
-                r.metric = metric;
-                r.value = value;
-                r.samples = samples;
-                r.ci_low = None;
-                r.ci_high = None;
-                rows.push(r);
-            };
-            for (c, a) in report.per_class_accuracy.iter().enumerate() {
-                if let Some(a) = a {
-                    let count = labels.iter().filter(|&&l| l == c).count();
-                    add(Metric::ClassRobustAccuracy, *a, count, format!("class {c}"));
+        attacks.push(&pgd);
+        for attack in attacks {
+            let mut predicted = Vec::with_capacity(n);
+            for start in (0..n).step_by(250) {
+                let end = (start + 250).min(n);
+                let out = attack.run(
+                    &model,
+                    &images.clone().slice(start..end),
+                    &labels[start..end],
+                    epsilon,
+                    &GradientSource::Exact,
+                )?;
+                predicted.extend(out.predicted);
+            }
+            let mut row = accuracy_row(&predicted, Metric::RobustAccuracy)?;
+            row.attack = attack.name();
+            row.source = Some(SourceKind::Exact);
+            row.epsilon = epsilon;
+            rows.push(row.clone());
+            if attack.name() != pgd.name() || !evaluation.fairness {
+                continue;
+            }
+            {
+                let mut confusion = ConfusionMatrix::new(classes)?;
+                confusion.update(&labels, &predicted)?;
+                let report = confusion.fairness();
+                let mut add = |metric: Metric, value: f64, samples: usize, detail: String| {
+                    let mut r = row.clone().with_detail(detail);
+                    r.metric = metric;
+                    r.value = value;
+                    r.samples = samples;
+                    r.ci_low = None;
+                    r.ci_high = None;
+                    rows.push(r);
+                };
+                for (c, a) in report.per_class_accuracy.iter().enumerate() {
+                    if let Some(a) = a {
+                        let count = labels.iter().filter(|&&l| l == c).count();
+                        add(Metric::ClassRobustAccuracy, *a, count, format!("class {c}"));
+                    }
+                }
+                if let Some((c, a)) = report.worst_class {
+                    add(Metric::WorstClassRobustAccuracy, a, n, format!("class {c}"));
+                }
+                if let Some(m) = report.mean_class_accuracy {
+                    add(Metric::MeanClassRobustAccuracy, m, n, String::new());
+                }
+                add(Metric::Asymmetry, report.total_asymmetry, n, String::new());
+                let (target, share) = report
+                    .target_share
+                    .iter()
+                    .enumerate()
+                    .fold((0, 0.0), |b, (j, &s)| if s > b.1 { (j, s) } else { b });
+                add(Metric::MaxTargetShare, share, n, format!("class {target}"));
+                for (i, v) in report.asymmetry.iter().enumerate() {
+                    add(
+                        Metric::Asymmetry,
+                        *v,
+                        n,
+                        format!("pair {} {}", i / classes, i % classes),
+                    );
                 }
             }
-            if let Some((c, a)) = report.worst_class {
-                add(Metric::WorstClassRobustAccuracy, a, n, format!("class {c}"));
-            }
-            if let Some(m) = report.mean_class_accuracy {
-                add(Metric::MeanClassRobustAccuracy, m, n, String::new());
-            }
-            add(Metric::Asymmetry, report.total_asymmetry, n, String::new());
-            let (target, share) = report
-                .target_share
-                .iter()
-                .enumerate()
-                .fold((0, 0.0), |b, (j, &s)| if s > b.1 { (j, s) } else { b });
-            add(Metric::MaxTargetShare, share, n, format!("class {target}"));
-            for (i, v) in report.asymmetry.iter().enumerate() {
-                add(
-                    Metric::Asymmetry,
-                    *v,
-                    n,
-                    format!("pair {} {}", i / classes, i % classes),
-                );
+        }
+    }
+    if let Some(hsj) = &evaluation.hop_skip_jump {
+        let m = hsj.examples.min(n);
+        if m > 0 {
+            let attack = HopSkipJumpConfig::new()
+                .with_norm(Norm::L2)
+                .with_query_budget(hsj.queries)
+                .with_seed(evaluation.seed)
+                .init()?;
+            let out = attack.run(&model, &images.clone().slice(0..m), &labels[..m])?;
+            for (i, d) in out.distances.iter().enumerate() {
+                let mut row = base.row(Metric::MinAdversarialDistance, *d, 1);
+                row.attack = attack.name();
+                row.detail = format!("image {i}");
+                rows.push(row);
             }
         }
     }

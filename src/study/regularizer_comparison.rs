@@ -88,6 +88,7 @@ pub fn run(
         fairness: false,
         representation: true,
         seed: c.seed,
+        ..Evaluation::default()
     };
     let device = c.device.device()?;
     let all: Vec<usize> = (0..data.attacked.len()).collect();

@@ -20,8 +20,8 @@ use burn::config::Config;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 use signsym_attacks::{
-    EntryReport, Fgsm, GradientSource, HopSkipJumpConfig, InputBox, Norm, ObfuscationFlag,
-    PgdConfig, RobustnessSuite, SourceKind, attack_mode, gradient_alignment,
+    AutoAttackConfig, EntryReport, Fgsm, GradientSource, HopSkipJumpConfig, InputBox, Norm,
+    ObfuscationFlag, PgdConfig, RobustnessSuite, SourceKind, attack_mode, gradient_alignment,
 };
 use signsym_feedback::FeedbackRule;
 use signsym_losses::CrossEntropyConfig;
@@ -92,6 +92,18 @@ pub struct RobustFinetuneConfig {
     /// HopSkipJump's query budget per image.
     #[config(default = 1000)]
     pub hsj_queries: usize,
+    /// Test images attacked with AutoAttack, exact gradient (the first ones; 0 skips it).
+    #[config(default = 50)]
+    pub autoattack_examples: usize,
+    /// AutoAttack's APGD iterations (the reference suite: 100).
+    #[config(default = 20)]
+    pub autoattack_steps: usize,
+    /// AutoAttack's APGD-T runner-up classes (the reference suite: 9).
+    #[config(default = 3)]
+    pub autoattack_targets: usize,
+    /// AutoAttack's Square queries per image (the reference suite: 5,000).
+    #[config(default = 500)]
+    pub autoattack_queries: usize,
     /// Channels of the small CNN's two convolutions.
     #[config(default = "[32, 64]")]
     pub channels: [usize; 2],
@@ -440,6 +452,23 @@ fn attack_rule<M: signsym_models::Backbone>(
             .run(model, &subset, &labels[..hsj_n])?;
         entries.extend(decision.entries);
     }
+    let aa_n = config.autoattack_examples.min(labels.len());
+    if aa_n > 0 {
+        // A reduced suite on a subset (the settings say how reduced): the reference one costs
+        // about 50× more model calls per image.
+        let aa = AutoAttackConfig::new()
+            .with_steps(config.autoattack_steps)
+            .with_target_classes(config.autoattack_targets)
+            .with_square_queries(config.autoattack_queries)
+            .with_seed(config.seed)
+            .init()?;
+        let subset = images.clone().slice(0..aa_n);
+        let report = RobustnessSuite::new(Norm::Linf, config.epsilons.clone())?
+            .autoattack(&aa, GradientSource::Exact)
+            .with_progress(config.progress)
+            .run(model, &subset, &labels[..aa_n])?;
+        entries.extend(report.entries);
+    }
     let cosine = gradient_alignment(model, images, labels)?.mean();
     Ok((entries, report.obfuscation, cosine))
 }
@@ -508,6 +537,7 @@ pub fn summary(report: &RobustFinetuneReport) -> String {
         "PGD fb".to_string(),
         "PGD exact".to_string(),
         "HSJ".to_string(),
+        "AutoAttack exact".to_string(),
         "grad cos".into(),
         "train s".into(),
         "attack s".into(),
@@ -525,6 +555,7 @@ pub fn summary(report: &RobustFinetuneReport) -> String {
                 at(r, "pgd", SourceKind::Feedback),
                 at(r, "pgd", SourceKind::Exact),
                 at(r, "hopskipjump", SourceKind::Decision),
+                at(r, "autoattack", SourceKind::Exact),
                 format!("{:.3}", r.gradient_cosine),
                 format!("{:.0}", r.train_seconds),
                 format!("{:.0}", r.attack_seconds),
@@ -533,11 +564,16 @@ pub fn summary(report: &RobustFinetuneReport) -> String {
         .collect();
     let mut text = format!(
         "Fashion-MNIST after MNIST pre-training (BP, MNIST accuracy {:.4}); clean accuracy on {} \
-         test images, robust accuracy on {} (HopSkipJump: {})\n\n",
+         test images, robust accuracy on {} (HopSkipJump: {}; AutoAttack, reduced to APGD {} \
+         steps, {} APGD-T targets, Square {} queries: {})\n\n",
         report.pretrain_accuracy,
         report.rules.first().map_or(0, |r| r.test_examples),
         report.settings.attack_examples,
-        report.settings.hsj_examples
+        report.settings.hsj_examples,
+        report.settings.autoattack_steps,
+        report.settings.autoattack_targets,
+        report.settings.autoattack_queries,
+        report.settings.autoattack_examples
     );
     text.push_str(&text_table(&header, &body));
     text.push('\n');

@@ -73,6 +73,7 @@ pub fn run(
         fairness: false,
         representation: false,
         seed: c.seed,
+        ..Evaluation::default()
     };
     let mut rows = Vec::new();
     for method in pretrainings(args) {

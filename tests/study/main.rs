@@ -2,6 +2,7 @@
 //! experiments), one binary.
 
 mod experiments;
+mod local_learning;
 mod paper_examples;
 mod robust_finetune;
 

@@ -16,6 +16,10 @@ fn tiny(out: &std::path::Path) -> RobustFinetuneConfig {
         .with_pgd_steps(2)
         .with_hsj_examples(3)
         .with_hsj_queries(150)
+        .with_autoattack_examples(8)
+        .with_autoattack_steps(3)
+        .with_autoattack_targets(2)
+        .with_autoattack_queries(30)
         .with_channels([4, 8])
         .with_hidden(16)
         .with_batch_size(32)
@@ -41,8 +45,9 @@ fn tiny_main_job_writes_consistent_outputs_and_resumes() {
         let len = std::fs::metadata(path).unwrap().len();
         assert!(len > 100, "{} has {len} bytes", path.display());
     }
-    // Each rule: 1 clean row + FGSM/PGD × feedback/exact + HopSkipJump, 3 budgets each.
-    assert_eq!(report.rows.len(), 2 * (1 + 5 * 3));
+    // Each rule: 1 clean row + FGSM/PGD × feedback/exact + HopSkipJump + AutoAttack (exact),
+    // 3 budgets each.
+    assert_eq!(report.rows.len(), 2 * (1 + 6 * 3));
     let csv = read_csv(&outputs.csv).unwrap();
     let json: RobustFinetuneReport = read_json(&outputs.json).unwrap().unwrap();
     assert_eq!(csv, json.rows, "CSV and JSON disagree");
@@ -59,8 +64,10 @@ fn tiny_main_job_writes_consistent_outputs_and_resumes() {
         for entry in &rule.entries {
             let p = &entry.curve.points;
             // ε = 0 is no attack: every gradient entry starts at the attacked subset's clean
-            // accuracy (HopSkipJump runs on a smaller subset).
-            if entry.source != signsym::attacks::SourceKind::Decision {
+            // accuracy (HopSkipJump and AutoAttack run on smaller subsets).
+            if entry.source != signsym::attacks::SourceKind::Decision
+                && !entry.attack.starts_with("autoattack")
+            {
                 assert_eq!(
                     p[0].value, rule.entries[0].curve.points[0].value,
                     "{}",

@@ -83,12 +83,15 @@ fn checkpoint_error(path: &Path, message: impl std::fmt::Display) -> ModelError 
 }
 
 /// Writes through `write` into a temporary file beside `path`, syncs it, then renames it over
-/// `path`: a reader sees the old file or the new one, never half of one.
-fn atomic_write(
+/// `path`: a reader sees the old file or the new one, never half of one. signsym's one atomic
+/// writer (checkpoints, results, the local-learning rule's state all go through it).
+pub fn atomic_write(
     path: &Path,
     write: impl FnOnce(&Path) -> Result<(), String>,
 ) -> Result<(), ModelError> {
-    let tmp = path.with_extension("tmp");
+    let mut name = path.as_os_str().to_owned();
+    name.push(".partial");
+    let tmp = std::path::PathBuf::from(name);
     write(&tmp).map_err(|e| checkpoint_error(&tmp, e))?;
     fs::File::open(&tmp)
         .and_then(|f| f.sync_all())
