@@ -77,6 +77,14 @@ pub(crate) fn invalid(
     }
 }
 
+/// The first of `counts` that is 0, as an error: every count setting must be at least 1.
+pub(crate) fn at_least_one(counts: &[(&'static str, usize)]) -> Result<(), StudyError> {
+    match counts.iter().find(|(_, v)| *v == 0) {
+        Some((name, _)) => Err(invalid(name, 0, "must be at least 1")),
+        None => Ok(()),
+    }
+}
+
 pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> StudyError {
     let path = path.into();
     move |source| StudyError::Io { path, source }

@@ -16,7 +16,7 @@ use super::datasets::{
     DECODE_BUDGET, DatasetName, Images, InputView, load_classification, subset_seed,
 };
 use super::device::DeviceChoice;
-use super::error::{StudyError, invalid};
+use super::error::{StudyError, at_least_one, invalid};
 use super::output::{ResultRow, read_json, write_atomic, write_csv, write_json};
 use super::paper::{parse_dataset, parse_device};
 use super::pipeline::{Method, Training, train_method};
@@ -87,7 +87,7 @@ impl ExperimentArgs {
         if self.rules.is_empty() {
             return Err(invalid("rules", "[]", "name at least one rule"));
         }
-        for (name, value) in [
+        at_least_one(&[
             ("pretrain-examples", self.pretrain_examples),
             ("train-examples", self.train_examples),
             ("test-examples", self.test_examples),
@@ -95,11 +95,7 @@ impl ExperimentArgs {
             ("epochs", self.epochs),
             ("batch-size", self.batch_size),
             ("eval-steps", self.eval_steps),
-        ] {
-            if value == 0 {
-                return Err(invalid(name, 0, "must be at least 1"));
-            }
-        }
+        ])?;
         if !(self.epsilon.is_finite() && (0.0..=1.0).contains(&self.epsilon)) {
             return Err(invalid("epsilon", self.epsilon, "must lie in [0, 1]"));
         }

@@ -18,20 +18,20 @@ use serde::{Deserialize, Serialize};
 use signsym_feedback::FeedbackRule;
 use signsym_local::{HiddenLayer, KrotovHopfieldConfig, LocalError, Trained};
 use signsym_metrics::fit_power_law;
-use signsym_models::{Network, SpectralLayers, Task};
+use signsym_models::{Network, Task};
 
 use super::datasets::{
     DECODE_BUDGET, DatasetName, Images, InputView, load_classification, subset_seed,
 };
 use super::device::DeviceChoice;
-use super::error::{StudyError, invalid};
+use super::error::{StudyError, at_least_one, invalid};
 use super::experiments::{cached_rows, prepare_out, short, write_results};
 use super::keys::Metric;
 use super::output::{ResultRow, text_table};
 use super::paper::{parse_dataset, parse_device};
 use super::pipeline::{
-    DecisionEvaluation, Evaluation, Method, NoiseKind, RowBase, TermSpec, Training,
-    feature_spectrum, fit_range, host, pixel_spectrum, train_method,
+    DecisionEvaluation, Evaluation, Method, NoiseKind, RowBase, Training, feature_spectrum,
+    fit_range, host, pixel_spectrum, regularized_methods, train_method,
 };
 use super::plot::{Panel, Series, plot_panels};
 
@@ -133,18 +133,14 @@ impl LocalLearningArgs {
         if self.datasets.is_empty() {
             return Err(invalid("datasets", "[]", "name at least one data set"));
         }
-        for (name, value) in [
+        at_least_one(&[
             ("train-examples", self.train_examples),
             ("test-examples", self.test_examples),
             ("attack-examples", self.attack_examples),
             ("epochs", self.epochs),
             ("batch-size", self.batch_size),
             ("eval-steps", self.eval_steps),
-        ] {
-            if value == 0 {
-                return Err(invalid(name, 0, "must be at least 1"));
-            }
-        }
+        ])?;
         for &e in &self.epsilons {
             if !(e.is_finite() && (0.0..=1.0).contains(&e)) {
                 return Err(invalid("epsilons", e, "must lie in [0, 1]"));
@@ -211,31 +207,7 @@ impl LocalLearningArgs {
 
     /// The networks trained end to end with BP: plain and with each penalty.
     pub fn bp_methods(&self) -> Vec<Method> {
-        let named = |name: String, term: TermSpec| {
-            let mut m = Method::standard(&name, FeedbackRule::Bp).with_term(term);
-            m.name = name;
-            m
-        };
-        vec![
-            Method::standard("bp", FeedbackRule::Bp),
-            named(
-                format!("bp + l2 λ={}", short(self.l2)),
-                TermSpec::L2 { lambda: self.l2 },
-            ),
-            named(
-                format!("bp + jacobian λ={}", short(self.jacobian)),
-                TermSpec::Jacobian {
-                    lambda: self.jacobian,
-                },
-            ),
-            named(
-                format!("bp + spectral γ={}", short(self.spectral)),
-                TermSpec::Spectral {
-                    gamma: self.spectral,
-                    layers: SpectralLayers::Hidden,
-                },
-            ),
-        ]
+        regularized_methods("bp", "bp + ", self.l2, self.jacobian, self.spectral)
     }
 }
 

@@ -114,6 +114,42 @@ impl TermSpec {
     }
 }
 
+/// BP with no penalty (named `plain`), then with L2 (λ), the Jacobian penalty (λ) and the
+/// hidden-layer spectral penalty (γ), named `<prefix>l2 λ=…` and so on: the comparison of
+/// arXiv 2405.00679, used by `regularizer_comparison` and `local_learning_robustness`.
+pub fn regularized_methods(
+    plain: &str,
+    prefix: &str,
+    l2: f64,
+    jacobian: f64,
+    spectral: f64,
+) -> Vec<Method> {
+    let named = |name: String, term: TermSpec| {
+        let mut m = Method::standard(&name, FeedbackRule::Bp).with_term(term);
+        m.name = name;
+        m
+    };
+    let short = super::experiments::short;
+    vec![
+        Method::standard(plain, FeedbackRule::Bp),
+        named(
+            format!("{prefix}l2 λ={}", short(l2)),
+            TermSpec::L2 { lambda: l2 },
+        ),
+        named(
+            format!("{prefix}jacobian λ={}", short(jacobian)),
+            TermSpec::Jacobian { lambda: jacobian },
+        ),
+        named(
+            format!("{prefix}spectral γ={}", short(spectral)),
+            TermSpec::Spectral {
+                gamma: spectral,
+                layers: SpectralLayers::Hidden,
+            },
+        ),
+    ]
+}
+
 /// A way to train: the rule and the objective.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Method {

@@ -11,16 +11,15 @@ use std::sync::atomic::AtomicBool;
 
 use serde::{Deserialize, Serialize};
 use signsym_feedback::FeedbackRule;
-use signsym_models::SpectralLayers;
 
 use super::datasets::DatasetName;
 use super::error::StudyError;
 use super::experiments::{
-    ExperimentArgs, load, prepare_out, pretrain, short, transfer_rows, write_results,
+    ExperimentArgs, load, prepare_out, pretrain, transfer_rows, write_results,
 };
 use super::keys::Metric;
 use super::output::{ResultRow, text_table};
-use super::pipeline::{Evaluation, Method, TermSpec, feature_spectrum, pixel_spectrum};
+use super::pipeline::{Evaluation, Method, feature_spectrum, pixel_spectrum, regularized_methods};
 use super::plot::{Panel, Series, plot_panels};
 
 /// The settings of [`run`].
@@ -42,31 +41,7 @@ pub struct RegularizerArgs {
 
 /// The pre-training methods.
 pub fn pretrainings(args: &RegularizerArgs) -> Vec<Method> {
-    let named = |name: String, term: TermSpec| {
-        let mut m = Method::standard(&name, FeedbackRule::Bp).with_term(term);
-        m.name = name;
-        m
-    };
-    vec![
-        Method::standard("none", FeedbackRule::Bp),
-        named(
-            format!("l2 λ={}", short(args.l2)),
-            TermSpec::L2 { lambda: args.l2 },
-        ),
-        named(
-            format!("jacobian λ={}", short(args.jacobian)),
-            TermSpec::Jacobian {
-                lambda: args.jacobian,
-            },
-        ),
-        named(
-            format!("spectral γ={}", short(args.spectral)),
-            TermSpec::Spectral {
-                gamma: args.spectral,
-                layers: SpectralLayers::Hidden,
-            },
-        ),
-    ]
+    regularized_methods("none", "", args.l2, args.jacobian, args.spectral)
 }
 
 /// Runs (or resumes) the experiment; returns the rows, the summary and the files written.
