@@ -267,13 +267,21 @@ pub fn write_results<T: Serialize>(
     #[derive(Serialize)]
     struct Results<'a, T> {
         settings: &'a T,
+        machine: super::output::Machine,
         rows: &'a [ResultRow],
     }
     let csv = out.join("results.csv");
     let json = out.join("results.json");
     let text = out.join("summary.txt");
     write_csv(&csv, rows)?;
-    write_json(&json, &Results { settings, rows })?;
+    write_json(
+        &json,
+        &Results {
+            settings,
+            machine: super::output::Machine::current(),
+            rows,
+        },
+    )?;
     write_atomic(&text, summary.as_bytes())?;
     Ok([csv, json, text])
 }

@@ -29,7 +29,8 @@ pub use error::StudyError;
 use error::invalid;
 pub use keys::{Metric, source_key};
 pub use output::{
-    ResultRow, RowKey, read_csv, read_json, text_table, write_atomic, write_csv, write_json,
+    Machine, ResultRow, RowKey, read_csv, read_json, text_table, write_atomic, write_csv,
+    write_json,
 };
 pub use plot::{HeatMap, Panel, Series, plot_heatmaps, plot_panels};
 pub use summary::{robustness_panels, robustness_tables};

@@ -324,3 +324,47 @@ mod tests {
         assert_eq!(lines[3], "brsf  0.875");
     }
 }
+
+/// What a result depends on beyond the settings: `gemm` picks its matrix kernels by the CPU's
+/// vector features and Flex splits work by thread count, so the same seed can give different
+/// numbers on another machine. Every results file records it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Machine {
+    /// `std::env::consts::ARCH`.
+    pub arch: String,
+    /// The vector features the kernels choose between (x86-64: sse4.2, avx, avx2, fma, avx512f).
+    pub vector_features: Vec<String>,
+    /// Threads available (`RAYON_NUM_THREADS` when set, else the available parallelism).
+    pub threads: usize,
+}
+
+impl Machine {
+    /// This machine.
+    pub fn current() -> Self {
+        #[allow(unused_mut)]
+        let mut features: Vec<String> = Vec::new();
+        #[cfg(target_arch = "x86_64")]
+        for (name, on) in [
+            ("sse4.2", std::arch::is_x86_feature_detected!("sse4.2")),
+            ("avx", std::arch::is_x86_feature_detected!("avx")),
+            ("avx2", std::arch::is_x86_feature_detected!("avx2")),
+            ("fma", std::arch::is_x86_feature_detected!("fma")),
+            ("avx512f", std::arch::is_x86_feature_detected!("avx512f")),
+        ] {
+            if on {
+                features.push(name.to_string());
+            }
+        }
+        let threads = std::env::var("RAYON_NUM_THREADS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|&n: &usize| n > 0)
+            .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
+            .unwrap_or(1);
+        Self {
+            arch: std::env::consts::ARCH.to_string(),
+            vector_features: features,
+            threads,
+        }
+    }
+}

@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use signsym::study::local_learning::{self, HYBRID, HYBRID_PRUNED, LocalLearningArgs};
-use signsym::study::{Metric, ResultRow, read_csv};
+use signsym::study::{Machine, Metric, ResultRow, read_csv, read_json};
 
 #[derive(Parser)]
 struct Cli {
@@ -100,6 +100,11 @@ fn local_learning_robustness_tiny_runs_resume_and_take_an_image_folder() {
         assert!(std::fs::metadata(f).unwrap().len() > 100, "{}", f.display());
     }
     assert_eq!(read_csv(&out.join("results.csv")).unwrap(), rows);
+    // The results record the machine the numbers depend on (vector features, threads).
+    let json: serde_json::Value = read_json(&out.join("results.json")).unwrap().unwrap();
+    let machine: Machine = serde_json::from_value(json["machine"].clone()).unwrap();
+    assert_eq!(machine, Machine::current());
+    assert!(machine.threads >= 1);
     check(&rows, &args, "mnist");
     assert!(summary.contains("hybrid pruned"), "{summary}");
     // A rerun finds every part finished and gives the same rows.

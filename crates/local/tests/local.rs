@@ -209,6 +209,23 @@ fn training_converges_repeats_resumes_and_prunes() {
         train(&data, 784, &other, &device, Some(dir.path()), false, None),
         Err(LocalError::Checkpoint { .. })
     ));
+    // A truncated layer file or a corrupt state file is an error naming it, never a restart.
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("state.json")).unwrap()).unwrap();
+    let model = dir
+        .path()
+        .join(state["state"]["model_file"].as_str().unwrap());
+    let bytes = std::fs::read(&model).unwrap();
+    std::fs::write(&model, &bytes[..bytes.len() / 2]).unwrap();
+    match train(&data, 784, &config, &device, Some(dir.path()), false, None) {
+        Err(LocalError::Checkpoint { path, .. }) => assert_eq!(path, model),
+        other => panic!("{other:?}"),
+    }
+    std::fs::write(dir.path().join("state.json"), b"{\"state\": ").unwrap();
+    match train(&data, 784, &config, &device, Some(dir.path()), false, None) {
+        Err(LocalError::Checkpoint { path, .. }) => assert_eq!(path, dir.path().join("state.json")),
+        other => panic!("{other:?}"),
+    }
 
     // Pruning: exactly the synapses whose variance over the snapshots exceeds the threshold.
     let mut layer = a.layer;
