@@ -33,6 +33,7 @@ use super::datasets::{
 use super::error::{StudyError, invalid};
 use super::keys::Metric;
 use super::output::{ResultRow, read_json, text_table, write_atomic, write_csv, write_json};
+use super::pipeline::{Method, Training, train_method};
 use super::plot::plot_panels;
 use super::summary::{robustness_panels, robustness_tables};
 use super::{DatasetName, DeviceChoice};
@@ -354,42 +355,39 @@ pub fn run(
             return Err(StudyError::Interrupted { out: out.clone() });
         }
         println!("\n{rule}: fine-tuning");
-        // Every rule starts from the same pre-trained backbone and the same new head.
-        device.seed(config.seed ^ 0x5eed);
-        let network = Network::new(
-            pre.network.duplicate().backbone,
-            Task::classification(10),
-            &device,
-        )?;
-        let ft_config = FineTuneConfig::new()
-            .with_rule(Some(rule))
-            .with_backbone_lr(config.backbone_lr)
-            .with_head_lr(config.head_lr)
-            .with_epochs(config.epochs)
-            .with_batch_size(config.batch_size)
-            .with_seed(config.seed)
-            .with_progress(config.progress)
-            .with_checkpoint_dir(Some(out.join(format!("checkpoints/{rule}"))));
-        let tuned = fine_tune(
-            network,
-            ce.clone(),
-            &ClassBatches {
-                images: &train,
-                view: &view,
-            },
-            None,
-            &ft_config,
+        // Every rule starts from the same pre-trained backbone and the same new head: the
+        // pipeline's training of a standard method (cross-entropy, the rule everywhere).
+        let training = Training {
+            backbone_lr: config.backbone_lr,
+            head_lr: config.head_lr,
+            epochs: config.epochs,
+            batch_size: config.batch_size,
+            weight_decay: FineTuneConfig::new().weight_decay,
+            seed: config.seed,
+            progress: config.progress,
+        };
+        let (network, history) = train_method(
+            &pre.network,
+            true,
+            &Method::standard("standard", rule),
+            &train,
+            &view,
+            &training,
+            out.join(format!("checkpoints/{rule}")),
             stop.clone(),
         )
-        .map_err(interrupted)?;
-        let last = tuned.history.last();
-        let clean_accuracy = accuracy(&tuned.network, &test, &view, 500)?;
+        .map_err(|e| match e {
+            StudyError::Interrupted { .. } => StudyError::Interrupted { out: out.clone() },
+            other => other,
+        })?;
+        let last = history.last();
+        let clean_accuracy = accuracy(&network, &test, &view, 500)?;
         println!(
             "{rule}: clean accuracy {clean_accuracy:.4} on {} test images; attacking",
             test.len()
         );
         let started = Instant::now();
-        let model = attack_mode(tuned.network.duplicate());
+        let model = attack_mode(network.duplicate());
         let (entries, obfuscation, gradient_cosine) = attack_rule(
             config,
             &model,
@@ -401,7 +399,7 @@ pub fn run(
         let result = RuleResult {
             rule,
             train_loss: last.map_or(f64::NAN, |e| e.train_loss),
-            train_seconds: tuned.history.iter().map(|e| e.seconds).sum(),
+            train_seconds: history.iter().map(|e| e.seconds).sum(),
             clean_accuracy,
             test_examples: test.len(),
             entries,
