@@ -692,3 +692,42 @@ pub fn host<const D: usize>(t: Tensor<D>, what: &str) -> Result<Vec<f32>, StudyE
 pub fn tensor4(values: Vec<f32>, dims: [usize; 4], like: &Tensor<4>) -> Tensor<4> {
     Tensor::from_data(TensorData::new(values, dims), &like.device())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Away from the box's edges the perturbation has exactly the asked L2 norm, per image, for
+    /// both kinds; the same seed gives the same noise and another seed other noise.
+    #[test]
+    fn noise_has_the_asked_norm_and_follows_the_seed() {
+        let device = burn::tensor::Device::flex();
+        let x = Tensor::<4>::full([3, 1, 8, 8], 0.5, &device);
+        for kind in [NoiseKind::Gaussian, NoiseKind::Uniform] {
+            let noisy = add_noise(&x, kind, 0.5, 7).unwrap();
+            let delta = host(noisy.clone() - x.clone(), "delta").unwrap();
+            for image in delta.chunks(64) {
+                let norm = image
+                    .iter()
+                    .map(|v| f64::from(*v).powi(2))
+                    .sum::<f64>()
+                    .sqrt();
+                assert!((norm - 0.5).abs() < 1e-4, "{kind:?}: {norm}");
+                // Per-pixel changes stay far below 0.5, so nothing was clamped.
+                assert!(image.iter().all(|v| v.abs() < 0.5));
+            }
+            let again = host(add_noise(&x, kind, 0.5, 7).unwrap(), "again").unwrap();
+            assert_eq!(again, host(noisy, "noisy").unwrap());
+            let other = host(add_noise(&x, kind, 0.5, 8).unwrap(), "other").unwrap();
+            assert_ne!(other, again);
+        }
+        // Clamping to [0, 1] can only shorten the perturbation.
+        let edge = Tensor::<4>::full([2, 1, 8, 8], 1.0, &device);
+        let clipped = host(
+            add_noise(&edge, NoiseKind::Gaussian, 4.0, 1).unwrap(),
+            "clipped",
+        )
+        .unwrap();
+        assert!(clipped.iter().all(|v| (0.0..=1.0).contains(v)));
+    }
+}
