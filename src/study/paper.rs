@@ -32,6 +32,7 @@ use super::device::DeviceChoice;
 use super::error::{StudyError, invalid};
 use super::keys::Metric;
 use super::output::{ResultRow, read_json, text_table, write_csv, write_json};
+use super::pipeline::train_network;
 use super::plot::plot_panels;
 use super::summary::{robustness_panels, robustness_tables};
 
@@ -332,10 +333,11 @@ fn prepare<M: Backbone>(
     Ok(pre.network)
 }
 
-fn interrupted(out: &std::path::Path) -> impl Fn(ModelError) -> StudyError + '_ {
+/// A training's interruption reported with the run's output directory (what a rerun resumes).
+fn to_out(out: &std::path::Path) -> impl Fn(StudyError) -> StudyError + '_ {
     move |e| match e {
-        ModelError::Interrupted { .. } => StudyError::Interrupted { out: out.into() },
-        other => other.into(),
+        StudyError::Interrupted { .. } => StudyError::Interrupted { out: out.into() },
+        other => other,
     }
 }
 
@@ -457,12 +459,6 @@ fn tune_classifier<M: Backbone>(
     stop: Option<Arc<AtomicBool>>,
 ) -> Result<Network<M>, StudyError> {
     let device = start.device()?;
-    device.seed(args.seed ^ 0x5eed);
-    let net = Network::new(
-        start.duplicate().backbone,
-        Task::classification(train.num_classes()),
-        &device,
-    )?;
     let dir = out.join(format!(
         "checkpoints/{}-{}-classification/{rule}",
         args.backbone.key(),
@@ -470,19 +466,20 @@ fn tune_classifier<M: Backbone>(
     ));
     let ce = CrossEntropyConfig::new().init(&device)?;
     println!("{rule}: fine-tuning on {} images", train.len());
-    let tuned = fine_tune(
-        net,
+    let (network, _, _) = train_network(
+        start,
+        Some(Task::classification(train.num_classes())),
         ce,
+        &mut [],
         &ClassBatches {
             images: train,
             view,
         },
-        None,
         &args.fine_tune_config(rule, dir),
         stop,
     )
-    .map_err(interrupted(out))?;
-    Ok(tuned.network)
+    .map_err(to_out(out))?;
+    Ok(network)
 }
 
 /// Multi-label classification (Table 1 on MS-COCO and NUS-WIDE): a copy of `start` with a
@@ -499,33 +496,27 @@ fn multilabel_rows<M: Backbone>(
     out: &std::path::Path,
     stop: Option<Arc<AtomicBool>>,
 ) -> Result<Vec<ResultRow>, StudyError> {
-    let device = start.device()?;
-    device.seed(args.seed ^ 0x5eed);
     let classes = train.num_classes();
-    let net = Network::new(
-        start.duplicate().backbone,
-        Task::classification(classes),
-        &device,
-    )?;
     let dir = out.join(format!(
         "checkpoints/{}-{}-multilabel/{rule}",
         args.backbone.key(),
         args.dataset
     ));
     println!("{rule}: multi-label fine-tuning on {} images", train.len());
-    let tuned = fine_tune(
-        net,
+    let (network, _, _) = train_network(
+        start,
+        Some(Task::classification(classes)),
         BinaryCrossEntropy::new(),
+        &mut [],
         &HashBatches {
             images: train,
             view,
         },
-        None,
         &args.fine_tune_config(rule, dir),
         stop,
     )
-    .map_err(interrupted(out))?;
-    let scores = encode(&tuned.network, test, view, args.batch_size.max(64))?;
+    .map_err(to_out(out))?;
+    let scores = encode(&network, test, view, args.batch_size.max(64))?;
     let all: Vec<usize> = (0..test.len()).collect();
     let report = multilabel_metrics(&scores, &test.multi_hot(&all)?, classes, 0.0)?;
     println!(
@@ -558,8 +549,6 @@ fn tune_hasher<M: Backbone>(
     stop: Option<Arc<AtomicBool>>,
 ) -> Result<Network<M>, StudyError> {
     let device = start.device()?;
-    device.seed(args.seed ^ 0x5eed);
-    let net = Network::new(start.duplicate().backbone, Task::hashing(bits), &device)?;
     let hyp2 = HyP2Config::new(train.num_classes())
         .with_bits(bits)
         .init(&device)?;
@@ -569,19 +558,20 @@ fn tune_hasher<M: Backbone>(
         args.dataset
     ));
     println!("{rule}: HyP² fine-tuning on {} images", train.len());
-    let tuned = fine_tune(
-        net,
+    let (network, _, _) = train_network(
+        start,
+        Some(Task::hashing(bits)),
         hyp2,
+        &mut [],
         &HashBatches {
             images: train,
             view,
         },
-        None,
         &args.fine_tune_config(rule, dir),
         stop,
     )
-    .map_err(interrupted(out))?;
-    Ok(tuned.network)
+    .map_err(to_out(out))?;
+    Ok(network)
 }
 
 fn classification_data(args: &PaperArgs) -> Result<(Images, Images), StudyError> {

@@ -236,18 +236,7 @@ pub fn train_method<M: Backbone>(
     dir: PathBuf,
     stop: Option<Arc<AtomicBool>>,
 ) -> Result<(Network<M>, Vec<EpochStats>), StudyError> {
-    let device = start.device()?;
-    device.seed(training.seed ^ 0x5eed);
     let classes = train.num_classes();
-    let net = if new_head {
-        Network::new(
-            start.duplicate().backbone,
-            Task::classification(classes),
-            &device,
-        )?
-    } else {
-        start.duplicate()
-    };
     let mut terms = method
         .terms
         .iter()
@@ -264,24 +253,56 @@ pub fn train_method<M: Backbone>(
         .with_seed(training.seed)
         .with_progress(training.progress)
         .with_checkpoint_dir(Some(dir.clone()));
+    let device = start.device()?;
     let ce = CrossEntropyConfig::new().init(&device)?;
-    let tuned = fine_tune_with(
-        net,
+    let (network, _, history) = train_network(
+        start,
+        new_head.then_some(Task::classification(classes)),
         ce,
         &mut terms,
         &ClassBatches {
             images: train,
             view,
         },
-        None,
         &config,
         stop,
-    )
-    .map_err(|e| match e {
-        ModelError::Interrupted { .. } => StudyError::Interrupted { out: dir },
-        other => other.into(),
-    })?;
-    Ok((tuned.network, tuned.history))
+    )?;
+    Ok((network, history))
+}
+
+/// The one training function of every study: a copy of `start` (with a new head for `task`,
+/// drawn from `config.seed ^ 0x5eed`, when given) trained by `objective` plus `terms` on
+/// `batches` under `config`, whose checkpoint directory makes it resumable. Returns the network,
+/// the trained objective (HyP²'s proxies) and the epochs.
+pub fn train_network<M, L, D>(
+    start: &Network<M>,
+    task: Option<Task>,
+    objective: L,
+    terms: &mut [Box<dyn Term<M, L::Target> + '_>],
+    batches: &D,
+    config: &FineTuneConfig,
+    stop: Option<Arc<AtomicBool>>,
+) -> Result<(Network<M>, L, Vec<EpochStats>), StudyError>
+where
+    M: Backbone,
+    L: signsym_models::Objective,
+    L::Target: Clone,
+    D: signsym_models::BatchSource<Target = L::Target>,
+{
+    let device = start.device()?;
+    device.seed(config.seed ^ 0x5eed);
+    let net = match task {
+        Some(task) => Network::new(start.duplicate().backbone, task, &device)?,
+        None => start.duplicate(),
+    };
+    let dir = config.checkpoint_dir.clone().unwrap_or_default();
+    let tuned = fine_tune_with(net, objective, terms, batches, None, config, stop).map_err(
+        |e| match e {
+            ModelError::Interrupted { .. } => StudyError::Interrupted { out: dir },
+            other => other.into(),
+        },
+    )?;
+    Ok((tuned.network, tuned.objective, tuned.history))
 }
 
 /// What [`evaluate`] measures beyond clean accuracy.
