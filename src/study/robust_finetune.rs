@@ -32,7 +32,9 @@ use super::datasets::{
 };
 use super::error::{StudyError, invalid};
 use super::keys::Metric;
-use super::output::{ResultRow, read_json, text_table, write_atomic, write_csv, write_json};
+use super::output::{
+    Machine, ResultRow, read_json, text_table, write_atomic, write_csv, write_json,
+};
 use super::pipeline::{Method, Training, train_method};
 use super::plot::plot_panels;
 use super::summary::{robustness_panels, robustness_tables};
@@ -198,6 +200,9 @@ pub struct RobustFinetuneReport {
     pub rules: Vec<RuleResult>,
     /// Every number, as in `results.csv`.
     pub rows: Vec<ResultRow>,
+    /// The machine the numbers were measured on (vector features, threads).
+    #[serde(default = "Machine::current")]
+    pub machine: Machine,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -486,6 +491,7 @@ fn finish(
         pretrain_accuracy,
         rules: results,
         rows,
+        machine: Machine::current(),
     };
     let csv = out.join("results.csv");
     let json = out.join("results.json");

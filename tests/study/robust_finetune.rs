@@ -52,6 +52,7 @@ fn tiny_main_job_writes_consistent_outputs_and_resumes() {
     let json: RobustFinetuneReport = read_json(&outputs.json).unwrap().unwrap();
     assert_eq!(csv, json.rows, "CSV and JSON disagree");
     assert_eq!(json, report);
+    assert_eq!(report.machine, signsym::study::Machine::current());
 
     for rule in &report.rules {
         assert!(
