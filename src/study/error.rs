@@ -30,6 +30,9 @@ pub enum StudyError {
     /// A metric could not be computed.
     #[error(transparent)]
     Metrics(#[from] signsym_metrics::MetricsError),
+    /// A local learning rule refused its settings or its checkpoint.
+    #[error(transparent)]
+    Local(#[from] signsym_local::LocalError),
     /// A feedback rule could not be set.
     #[error(transparent)]
     Feedback(#[from] signsym_feedback::FeedbackError),

@@ -13,11 +13,10 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use burn::module::Param;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 use signsym_feedback::FeedbackRule;
 use signsym_local::{HiddenLayer, KrotovHopfieldConfig, LocalError, Trained};
-use signsym_metrics::fit_power_law;
 use signsym_models::{Network, Task};
 
 use super::datasets::{
@@ -30,8 +29,8 @@ use super::keys::Metric;
 use super::output::{ResultRow, text_table};
 use super::paper::{parse_dataset, parse_device};
 use super::pipeline::{
-    DecisionEvaluation, Evaluation, Method, NoiseKind, RowBase, Training, feature_spectrum,
-    fit_range, host, pixel_spectrum, regularized_methods, train_method,
+    DecisionEvaluation, Evaluation, Method, NoiseKind, RowBase, Training, feature_spectrum, host,
+    log_log, pixel_spectrum, power_law, regularized_methods, train_method,
 };
 use super::plot::{Panel, Series, plot_panels};
 
@@ -161,7 +160,7 @@ impl LocalLearningArgs {
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return Err(invalid("lr", self.lr, "must be positive"));
         }
-        self.rule().validate().map_err(local)?;
+        self.rule().validate()?;
         Ok(())
     }
 
@@ -208,13 +207,6 @@ impl LocalLearningArgs {
     /// The networks trained end to end with BP: plain and with each penalty.
     pub fn bp_methods(&self) -> Vec<Method> {
         regularized_methods("bp", "bp + ", self.l2, self.jacobian, self.spectral)
-    }
-}
-
-fn local(e: LocalError) -> StudyError {
-    match e {
-        LocalError::Model(m) => StudyError::Model(m),
-        other => invalid("local rule", other, "refused"),
     }
 }
 
@@ -321,7 +313,7 @@ fn run_dataset(
     )
     .map_err(|e| match e {
         LocalError::Interrupted { .. } => StudyError::Interrupted { out: out.into() },
-        other => local(other),
+        other => other.into(),
     })?;
     let rule_seconds = started.elapsed().as_secs_f64();
     let deviation = trained
@@ -337,16 +329,17 @@ fn run_dataset(
         setting: setting.into(),
     };
     let mut rows = Vec::new();
+    let attacked: Vec<usize> = (0..data.attacked.len()).collect();
+    let probe = data.view.pixels(&data.attacked, &attacked, &device)?;
+    let pixel = pixel_spectrum(&probe)?;
     let mut spectra = vec![Series {
         label: "pixels".into(),
-        points: log_log(&pixel_spectrum(&data.attacked_pixels(&device)?)?),
+        points: log_log(&pixel),
     }];
-    let probe = data.attacked_pixels(&device)?;
 
     // The hybrid: the rule's synapses, frozen, under a head trained with BP.
-    let mut layer =
-        HiddenLayer::from_synapses(&trained.layer, args.power, c, side, &device).map_err(local)?;
-    layer.calibrate(calibration.clone()).map_err(local)?;
+    let mut layer = HiddenLayer::from_synapses(&trained.layer, args.power, c, side, &device)?;
+    layer.calibrate(calibration.clone())?;
     let start = Network::new(layer, Task::classification(classes), &device)?;
     let method = Method::standard(HYBRID, FeedbackRule::Bp);
     println!("{dataset}: {HYBRID} (head)");
@@ -377,9 +370,7 @@ fn run_dataset(
 
     // Pruning: the same head over the synapses that settled.
     let mut pruned_layer = trained.layer;
-    let pruned = pruned_layer
-        .prune(args.prune_threshold, trained.snapshots)
-        .map_err(local)?;
+    let pruned = pruned_layer.prune(args.prune_threshold, trained.snapshots)?;
     let share = pruned as f64 / (args.hidden * inputs) as f64;
     let mut pruned_net = hybrid.duplicate();
     let w = pruned_layer.synapses.val().transpose();
@@ -429,9 +420,8 @@ fn run_dataset(
         }
         println!("{dataset}: {}", method.name);
         device.seed(args.seed);
-        let mut layer =
-            HiddenLayer::trainable(args.hidden, args.power, c, side, &device).map_err(local)?;
-        layer.calibrate(calibration.clone()).map_err(local)?;
+        let mut layer = HiddenLayer::trainable(args.hidden, args.power, c, side, &device)?;
+        layer.calibrate(calibration.clone())?;
         let start = Network::new(layer, Task::classification(classes), &device)?;
         let (net, _) = train_method(
             &start,
@@ -460,11 +450,7 @@ fn run_dataset(
     }
 
     // The pixels' own exponent, fitted over the same ranks as the features'.
-    let pixel = pixel_spectrum(&probe)?;
-    let positive = pixel.iter().take_while(|&&v| v > 1e-12).count();
-    let (first, last) = fit_range(positive);
-    if last > first {
-        let fit = fit_power_law(&pixel, first, last)?;
+    if let Some((fit, detail)) = power_law(&pixel)? {
         rows.push(
             ResultRow::clean(
                 "pixels",
@@ -475,7 +461,7 @@ fn run_dataset(
                 probe.dims()[0],
             )
             .with_setting("pixels")
-            .with_detail(format!("ranks {first}-{last}, r² {:.3}", fit.r_squared)),
+            .with_detail(detail),
         );
     }
     let settings: Vec<String> = std::iter::once(HYBRID.to_string())
@@ -493,23 +479,6 @@ fn run_dataset(
     );
     let files = plots(args, dataset, &rows, &settings, spectra, &dir)?;
     Ok((rows, summary, files))
-}
-
-impl Data {
-    fn attacked_pixels(&self, device: &Device) -> Result<Tensor<4>, StudyError> {
-        let all: Vec<usize> = (0..self.attacked.len()).collect();
-        self.view.pixels(&self.attacked, &all, device)
-    }
-}
-
-/// `(log10 n, log10 λ_n)` of the positive eigenvalues.
-fn log_log(spectrum: &[f64]) -> Vec<(f64, f64)> {
-    spectrum
-        .iter()
-        .enumerate()
-        .filter(|(_, v)| **v > 1e-12)
-        .map(|(i, v)| (((i + 1) as f64).log10(), v.log10()))
-        .collect()
 }
 
 fn find<'a>(

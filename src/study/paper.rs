@@ -874,6 +874,29 @@ impl AutoAttackSubset {
             .with_seed(seed)
             .init()?)
     }
+
+    /// The suite (exact gradient, L∞) on the first `examples` of `images` at every ε: its
+    /// robustness entries, none when `examples` is 0.
+    pub fn entries(
+        &self,
+        model: &dyn signsym_attacks::AttackModel,
+        images: &Tensor<4>,
+        labels: &[usize],
+        epsilons: &[f64],
+        seed: u64,
+        progress: bool,
+    ) -> Result<Vec<signsym_attacks::EntryReport>, StudyError> {
+        let m = self.examples.min(labels.len());
+        if m == 0 {
+            return Ok(Vec::new());
+        }
+        let suite = self.init(seed)?;
+        Ok(RobustnessSuite::new(Norm::Linf, epsilons.to_vec())?
+            .autoattack(&suite, GradientSource::Exact)
+            .with_progress(progress)
+            .run(model, &images.clone().slice(0..m), &labels[..m])?
+            .entries)
+    }
 }
 
 /// A gradient source by name (`feedback`, `exact`, or `transfer` from the BP fine-tuned model).
@@ -1002,15 +1025,14 @@ fn robustness_run(
                             .with_progress(!self.args.quiet)
                             .run(&model, &images, &labels)?;
                         if let Some(aa) = &a.autoattack {
-                            let m = aa.examples.min(labels.len());
-                            if m > 0 {
-                                let suite = aa.init(self.args.seed)?;
-                                let extra = RobustnessSuite::new(Norm::Linf, a.epsilons.clone())?
-                                    .autoattack(&suite, GradientSource::Exact)
-                                    .with_progress(!self.args.quiet)
-                                    .run(&model, &images.clone().slice(0..m), &labels[..m])?;
-                                report.entries.extend(extra.entries);
-                            }
+                            report.entries.extend(aa.entries(
+                                &model,
+                                &images,
+                                &labels,
+                                &a.epsilons,
+                                self.args.seed,
+                                !self.args.quiet,
+                            )?);
                         }
                         report
                     }

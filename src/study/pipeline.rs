@@ -446,6 +446,31 @@ pub fn fit_range(len: usize) -> (usize, usize) {
     (2, (len / 4).max(3).min(len))
 }
 
+/// The power law fitted to a spectrum over [`fit_range`] of its positive eigenvalues, with the
+/// `ranks a-b, r² c` detail rows carry; `None` when too few eigenvalues are positive.
+pub fn power_law(
+    spectrum: &[f64],
+) -> Result<Option<(signsym_metrics::PowerLawFit, String)>, StudyError> {
+    let positive = spectrum.iter().take_while(|&&v| v > 1e-12).count();
+    let (first, last) = fit_range(positive);
+    if last <= first {
+        return Ok(None);
+    }
+    let fit = fit_power_law(spectrum, first, last)?;
+    let detail = format!("ranks {first}-{last}, r² {:.3}", fit.r_squared);
+    Ok(Some((fit, detail)))
+}
+
+/// `(log10 n, log10 λ_n)` of the positive eigenvalues, for log–log plots of spectra.
+pub fn log_log(spectrum: &[f64]) -> Vec<(f64, f64)> {
+    spectrum
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| **v > 1e-12)
+        .map(|(i, v)| (((i + 1) as f64).log10(), v.log10()))
+        .collect()
+}
+
 /// Clean accuracy on `test`, then on `attacked` what `evaluation` asks for.
 pub fn evaluate<M: Backbone>(
     network: &Network<M>,
@@ -629,13 +654,10 @@ fn representation<M: Backbone>(
         .try_to_vec_as::<f32>()
         .map_err(|e| invalid("features", format!("{e:?}"), "unreadable"))?;
     let spectrum = activation_spectrum(&values, n, dim)?;
-    let positive = spectrum.iter().take_while(|&&v| v > 1e-12).count();
-    let (first, last) = fit_range(positive);
-    if last > first {
-        let fit = fit_power_law(&spectrum, first, last)?;
+    if let Some((fit, detail)) = power_law(&spectrum)? {
         let mut row = base
             .row(Metric::PowerLawAlpha, fit.alpha, n)
-            .with_detail(format!("ranks {first}-{last}, r² {:.3}", fit.r_squared));
+            .with_detail(detail);
         row.ci_low = None;
         rows.push(row);
     }

@@ -19,7 +19,9 @@ use super::experiments::{
 };
 use super::keys::Metric;
 use super::output::{ResultRow, text_table};
-use super::pipeline::{Evaluation, Method, feature_spectrum, pixel_spectrum, regularized_methods};
+use super::pipeline::{
+    Evaluation, Method, feature_spectrum, log_log, pixel_spectrum, regularized_methods,
+};
 use super::plot::{Panel, Series, plot_panels};
 
 /// The settings of [`run`].
@@ -104,16 +106,6 @@ pub fn run(
     };
     files.extend(plot_panels(&[panel], 1, &out.join("spectra"))?);
     Ok((rows, summary, files))
-}
-
-/// `(log10 n, log10 λ_n)` of the positive eigenvalues.
-fn log_log(spectrum: &[f64]) -> Vec<(f64, f64)> {
-    spectrum
-        .iter()
-        .enumerate()
-        .filter(|(_, v)| **v > 1e-12)
-        .map(|(i, v)| (((i + 1) as f64).log10(), v.log10()))
-        .collect()
 }
 
 fn summary(args: &RegularizerArgs, rows: &[ResultRow]) -> String {

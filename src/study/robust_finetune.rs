@@ -20,8 +20,8 @@ use burn::config::Config;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 use signsym_attacks::{
-    AutoAttackConfig, EntryReport, Fgsm, GradientSource, HopSkipJumpConfig, InputBox, Norm,
-    ObfuscationFlag, PgdConfig, RobustnessSuite, SourceKind, attack_mode, gradient_alignment,
+    EntryReport, Fgsm, GradientSource, HopSkipJumpConfig, InputBox, Norm, ObfuscationFlag,
+    PgdConfig, RobustnessSuite, SourceKind, attack_mode, gradient_alignment,
 };
 use signsym_feedback::FeedbackRule;
 use signsym_losses::CrossEntropyConfig;
@@ -455,23 +455,22 @@ fn attack_rule<M: signsym_models::Backbone>(
             .run(model, &subset, &labels[..hsj_n])?;
         entries.extend(decision.entries);
     }
-    let aa_n = config.autoattack_examples.min(labels.len());
-    if aa_n > 0 {
-        // A reduced suite on a subset (the settings say how reduced): the reference one costs
-        // about 50× more model calls per image.
-        let aa = AutoAttackConfig::new()
-            .with_steps(config.autoattack_steps)
-            .with_target_classes(config.autoattack_targets)
-            .with_square_queries(config.autoattack_queries)
-            .with_seed(config.seed)
-            .init()?;
-        let subset = images.clone().slice(0..aa_n);
-        let report = RobustnessSuite::new(Norm::Linf, config.epsilons.clone())?
-            .autoattack(&aa, GradientSource::Exact)
-            .with_progress(config.progress)
-            .run(model, &subset, &labels[..aa_n])?;
-        entries.extend(report.entries);
-    }
+    // A reduced suite on a subset (the settings say how reduced): the reference one costs
+    // about 50× more model calls per image.
+    let autoattack = super::paper::AutoAttackSubset {
+        examples: config.autoattack_examples,
+        steps: config.autoattack_steps,
+        targets: config.autoattack_targets,
+        queries: config.autoattack_queries,
+    };
+    entries.extend(autoattack.entries(
+        model,
+        images,
+        labels,
+        &config.epsilons,
+        config.seed,
+        config.progress,
+    )?);
     let cosine = gradient_alignment(model, images, labels)?.mean();
     Ok((entries, report.obfuscation, cosine))
 }

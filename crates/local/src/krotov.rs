@@ -469,7 +469,8 @@ fn save(
         path: dir.into(),
         message: e.to_string(),
     })?;
-    let previous = read_state(dir).ok().flatten().map(|(s, _)| s.model_file);
+    // The file the last save wrote (empty before the first), removed once the new one is in.
+    let previous = std::mem::take(&mut state.model_file);
     state.model_file = format!("layer-e{}.bpk", state.epoch);
     let model: PathBuf = dir.join(&state.model_file);
     signsym_models::atomic_write(&model, |tmp| {
@@ -486,11 +487,9 @@ fn save(
     signsym_models::atomic_write(&dir.join("state.json"), |tmp| {
         std::fs::write(tmp, &json).map_err(|e| e.to_string())
     })?;
-    if let Some(old) = previous
-        && old != state.model_file
-    {
+    if !previous.is_empty() && previous != state.model_file {
         // A stale file left behind costs only disk space.
-        let _ = std::fs::remove_file(dir.join(old));
+        let _ = std::fs::remove_file(dir.join(previous));
     }
     Ok(())
 }
