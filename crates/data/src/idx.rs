@@ -83,9 +83,11 @@ fn parse<'a>(
         ));
     }
     let dims: Vec<usize> = (1..=rank).map(|i| word(i) as usize).collect();
-    let expected = dims.iter().product::<usize>();
+    // Checked: three 32-bit dimensions can claim more bytes than a usize counts.
+    let expected = dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
     let payload = &bytes[header..];
-    if payload.len() != expected {
+    if expected != Some(payload.len()) {
+        let expected = dims.iter().map(|&d| d as u128).product::<u128>();
         return Err(malformed(
             path,
             "payload",

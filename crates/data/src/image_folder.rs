@@ -14,6 +14,12 @@ use rayon::prelude::*;
 
 use crate::{DataError, ImageDataset};
 
+/// Largest model input side (ImageNet models use 224; the bound keeps sizes in `u32`).
+const MAX_SIDE: usize = 16_384;
+/// The decoder's and the resizer's allocation bound: a header or an aspect ratio that would need
+/// more is refused before anything of that size is allocated (the `image` crate's own default).
+const MAX_ALLOC: u64 = 512 << 20;
+
 /// File extensions read as images (case-insensitive).
 const EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
 
@@ -144,10 +150,10 @@ pub fn load_images_u8(
     side: usize,
     progress: &(dyn Fn(usize) + Sync),
 ) -> Result<Vec<u8>, DataError> {
-    if side == 0 {
-        return Err(DataError::InvalidSplit(
-            "image side must be positive".into(),
-        ));
+    if !(1..=MAX_SIDE).contains(&side) {
+        return Err(DataError::InvalidSplit(format!(
+            "image side {side} outside 1..={MAX_SIDE}"
+        )));
     }
     let per = side * side * 3;
     let mut out = vec![0u8; paths.len() * per];
@@ -166,7 +172,7 @@ pub fn load_images_u8(
 }
 
 fn load_image(path: &Path, side: usize, out: &mut [u8]) -> Result<(), DataError> {
-    let decoded = image::ImageReader::open(path)
+    let mut reader = image::ImageReader::open(path)
         .map_err(|source| DataError::Io {
             path: path.to_path_buf(),
             source,
@@ -175,7 +181,11 @@ fn load_image(path: &Path, side: usize, out: &mut [u8]) -> Result<(), DataError>
         .map_err(|source| DataError::Io {
             path: path.to_path_buf(),
             source,
-        })?
+        })?;
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(MAX_ALLOC);
+    reader.limits(limits);
+    let decoded = reader
         .decode()
         .map_err(|e| DataError::Malformed {
             path: path.to_path_buf(),
@@ -203,6 +213,19 @@ fn load_image(path: &Path, side: usize, out: &mut [u8]) -> Result<(), DataError>
             short,
         )
     };
+    let bytes = 3 * u64::from(nw) * u64::from(nh);
+    if bytes > MAX_ALLOC {
+        return Err(DataError::Malformed {
+            path: path.to_path_buf(),
+            position: "image size".into(),
+            message: format!(
+                "aspect ratio of {w} × {h}: resizing the shorter side to {short} needs \
+                 {nw} × {nh} pixels ({} MB, over {} MB)",
+                bytes >> 20,
+                MAX_ALLOC >> 20
+            ),
+        });
+    }
     let resized = image::imageops::resize(&decoded, nw, nh, FilterType::Triangle);
     let side32 = side as u32;
     let (x0, y0) = ((nw - side32) / 2, (nh - side32) / 2);
