@@ -173,6 +173,9 @@ struct TrainState {
     epoch: usize,
     snapshots: usize,
     model_file: String,
+    /// CRC-32 of `model_file` (absent in checkpoints from before checksums).
+    #[serde(default)]
+    model_crc32: Option<u32>,
 }
 
 /// One epoch of training.
@@ -349,6 +352,7 @@ pub fn train(
         epoch: 0,
         snapshots: 0,
         model_file: String::new(),
+        model_crc32: None,
     };
     let mut history = Vec::new();
     if let Some(dir) = checkpoint_dir
@@ -364,6 +368,12 @@ pub fn train(
             });
         }
         let path = dir.join(&saved.model_file);
+        signsym_models::verify_crc32(&path, saved.model_crc32).map_err(|e| match e {
+            signsym_models::ModelError::Checkpoint { path, message } => {
+                LocalError::Checkpoint { path, message }
+            }
+            other => other.into(),
+        })?;
         let mut store = BurnpackStore::from_file(&path).auto_extension(false);
         let result = layer
             .load_from(&mut store)
@@ -473,12 +483,16 @@ fn save(
     let previous = std::mem::take(&mut state.model_file);
     state.model_file = format!("layer-e{}.bpk", state.epoch);
     let model: PathBuf = dir.join(&state.model_file);
+    let mut crc = None;
     signsym_models::atomic_write(&model, |tmp| {
         let mut store = BurnpackStore::from_file(tmp)
             .auto_extension(false)
             .overwrite(true);
-        layer.save_into(&mut store).map_err(|e| e.to_string())
+        layer.save_into(&mut store).map_err(|e| e.to_string())?;
+        crc = Some(signsym_models::file_crc32(tmp).map_err(|e| e.to_string())?);
+        Ok(())
     })?;
+    state.model_crc32 = crc;
     let json = serde_json::to_vec_pretty(&StateFile {
         state: state.clone(),
         history: history.to_vec(),

@@ -216,6 +216,18 @@ fn training_converges_repeats_resumes_and_prunes() {
         .path()
         .join(state["state"]["model_file"].as_str().unwrap());
     let bytes = std::fs::read(&model).unwrap();
+    // One synapse's byte changed (the file still parses) is found by the checksum.
+    let mut flipped = bytes.clone();
+    let last = flipped.len() - 3;
+    flipped[last] ^= 0x40;
+    std::fs::write(&model, &flipped).unwrap();
+    match train(&data, 784, &config, &device, Some(dir.path()), false, None) {
+        Err(LocalError::Checkpoint { path, message }) => {
+            assert_eq!(path, model);
+            assert!(message.contains("CRC-32"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
     std::fs::write(&model, &bytes[..bytes.len() / 2]).unwrap();
     match train(&data, 784, &config, &device, Some(dir.path()), false, None) {
         Err(LocalError::Checkpoint { path, .. }) => assert_eq!(path, model),

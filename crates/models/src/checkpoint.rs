@@ -73,6 +73,13 @@ pub(crate) struct LoopState {
     pub model_file: String,
     /// See `model_file`.
     pub optimizer_file: String,
+    /// CRC-32 of the model and optimizer files: a byte changed on disk is found at resume, not
+    /// trained on (checkpoints written before these existed have none and are not checked).
+    #[serde(default)]
+    pub model_crc32: Option<u32>,
+    /// See `model_crc32`.
+    #[serde(default)]
+    pub optimizer_crc32: Option<u32>,
 }
 
 fn checkpoint_error(path: &Path, message: impl std::fmt::Display) -> ModelError {
@@ -113,15 +120,23 @@ pub(crate) fn save<T: Module>(
     state.model_file = format!("model-{tag}.bpk");
     state.optimizer_file = format!("optimizer-{tag}.bpk");
 
+    let mut model_crc = None;
     atomic_write(&dir.join(&state.model_file), |tmp| {
         let mut store = BurnpackStore::from_file(tmp)
             .auto_extension(false)
             .overwrite(true);
-        module.save_into(&mut store).map_err(|e| e.to_string())
+        module.save_into(&mut store).map_err(|e| e.to_string())?;
+        model_crc = Some(file_crc32(tmp).map_err(|e| e.to_string())?);
+        Ok(())
     })?;
+    let mut optimizer_crc = None;
     atomic_write(&dir.join(&state.optimizer_file), |tmp| {
-        optimizer.to_record().save(tmp).map_err(|e| e.to_string())
+        optimizer.to_record().save(tmp).map_err(|e| e.to_string())?;
+        optimizer_crc = Some(file_crc32(tmp).map_err(|e| e.to_string())?);
+        Ok(())
     })?;
+    state.model_crc32 = model_crc;
+    state.optimizer_crc32 = optimizer_crc;
     let json = serde_json::to_vec_pretty(&state).map_err(|e| checkpoint_error(dir, e))?;
     atomic_write(&dir.join(STATE_FILE), |tmp| {
         let mut file = fs::File::create(tmp).map_err(|e| e.to_string())?;
@@ -158,6 +173,8 @@ pub(crate) fn load<T: Module>(
     optimizer: ModuleOptimizer,
 ) -> Result<ModuleOptimizer, ModelError> {
     let model_path: PathBuf = dir.join(&state.model_file);
+    verify_crc32(&model_path, state.model_crc32)?;
+    verify_crc32(&dir.join(&state.optimizer_file), state.optimizer_crc32)?;
     let mut store = BurnpackStore::from_file(&model_path).auto_extension(false);
     let result = module
         .load_from(&mut store)
@@ -169,4 +186,40 @@ pub(crate) fn load<T: Module>(
     let record =
         OptimizerRecord::load(&optim_path).map_err(|e| checkpoint_error(&optim_path, e))?;
     Ok(optimizer.load_record(record))
+}
+
+/// CRC-32 of a file, read in blocks (model files reach hundreds of MB). Recorded beside every
+/// checkpoint file signsym writes and checked by [`verify_crc32`] before it is read back.
+pub fn file_crc32(path: &Path) -> std::io::Result<u32> {
+    use std::io::Read;
+    let mut file = fs::File::open(path)?;
+    let mut hasher = crc32fast::Hasher::new();
+    let mut block = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut block)?;
+        if n == 0 {
+            return Ok(hasher.finalize());
+        }
+        hasher.update(&block[..n]);
+    }
+}
+
+/// The file's [`file_crc32`] against the one recorded when it was written (`None`: a checkpoint
+/// from before checksums, not checked): a mismatch is [`ModelError::Checkpoint`] naming the file.
+pub fn verify_crc32(path: &Path, expected: Option<u32>) -> Result<(), ModelError> {
+    let Some(expected) = expected else {
+        return Ok(());
+    };
+    let found = file_crc32(path).map_err(|e| checkpoint_error(path, e))?;
+    if found != expected {
+        return Err(checkpoint_error(
+            path,
+            format!(
+                "CRC-32 {found:08x}, the checkpoint recorded {expected:08x}: the file changed \
+                 since it was written (corrupt or replaced); remove the checkpoint directory to \
+                 start over"
+            ),
+        ));
+    }
+    Ok(())
 }

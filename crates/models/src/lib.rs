@@ -17,7 +17,7 @@ pub mod vgg;
 
 pub use alexnet::{AlexNet, AlexNetConfig};
 pub use backbone::{Backbone, eval_mode, train_mode};
-pub use checkpoint::{EpochStats, TermStats, atomic_write};
+pub use checkpoint::{EpochStats, TermStats, atomic_write, file_crc32, verify_crc32};
 pub use error::ModelError;
 pub use head::{Head, Task};
 pub use network::Network;

@@ -408,6 +408,8 @@ where
         history: Vec::new(),
         model_file: String::new(),
         optimizer_file: String::new(),
+        model_crc32: None,
+        optimizer_crc32: None,
     };
     if let Some(dir) = &config.checkpoint_dir
         && let Some(saved) = checkpoint::read_state(dir)?

@@ -13,7 +13,7 @@ use signsym_models::{
     TorchvisionWeights, Vgg16Config, eval_mode, torchvision_layout,
 };
 
-fn fixture(name: &str) -> PathBuf {
+pub(crate) fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
         .join(name)

@@ -19,7 +19,7 @@ fn data_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data")
 }
 
-fn mnist_test(n: usize) -> ImageDataset {
+pub(crate) fn mnist_test(n: usize) -> ImageDataset {
     let dir = data_dir();
     let all = read_idx(
         dir.join("mnist-t10k-images-idx3-ubyte.gz"),
@@ -30,7 +30,7 @@ fn mnist_test(n: usize) -> ImageDataset {
     all.select(&(0..n).collect::<Vec<_>>())
 }
 
-fn small_cnn(device: &Device) -> Network<SmallCnn> {
+pub(crate) fn small_cnn(device: &Device) -> Network<SmallCnn> {
     let backbone = SmallCnnConfig::new()
         .with_channels([4, 8])
         .with_hidden(16)
@@ -39,7 +39,7 @@ fn small_cnn(device: &Device) -> Network<SmallCnn> {
     Network::new(backbone, Task::classification(10), device).unwrap()
 }
 
-fn snapshot<M: Module>(module: &M) -> Vec<(String, Vec<f32>)> {
+pub(crate) fn snapshot<M: Module>(module: &M) -> Vec<(String, Vec<f32>)> {
     module
         .collect(None, None, false)
         .into_iter()
