@@ -7,6 +7,12 @@
 //! ```sh
 //! cargo run --release --example robust_finetune
 //! cargo run --release --example robust_finetune -- --rules bp,usf --attack-examples 100
+//! # Across machines: each runs one shard of the attacked images into a copy of one --out
+//! # (copy it after the first shard has trained, and the others load its checkpoints), then
+//! # the shards' rules/*.shard-*.json are gathered into one --out and merged.
+//! cargo run --release --example robust_finetune -- --shard 1/2 --out run
+//! cargo run --release --example robust_finetune -- --shard 2/2 --out run
+//! cargo run --release --example robust_finetune -- --merge --out run
 //! ```
 
 use std::path::PathBuf;
@@ -14,8 +20,8 @@ use std::time::Instant;
 
 use clap::Parser;
 use signsym::feedback::FeedbackRule;
-use signsym::study::DeviceChoice;
-use signsym::study::robust_finetune::{RobustFinetuneConfig, run};
+use signsym::study::robust_finetune::{Outputs, RobustFinetuneConfig, merge, run, run_shard};
+use signsym::study::{DeviceChoice, Shard};
 
 #[derive(Parser, Debug)]
 #[command(about = "The robust fine-tuning study at small scale on the bundled data")]
@@ -50,6 +56,17 @@ struct Args {
     /// L∞ budgets, comma-separated and increasing.
     #[arg(long, default_value = "0,0.02,0.05,0.1,0.2,0.3", value_delimiter = ',')]
     epsilons: Vec<f64>,
+    /// Images per attack batch, also the unit of `--shard`.
+    #[arg(long, default_value_t = 64)]
+    attack_batch: usize,
+    /// Attack only part I of N of the attacked images (train and score as usual); `--merge`
+    /// joins the N parts.
+    #[arg(long, value_name = "I/N")]
+    shard: Option<Shard>,
+    /// Join the shards found in `--out` (its settings.json decides the settings) into the
+    /// tables, CSV, JSON and plots of the unsharded run.
+    #[arg(long, conflicts_with = "shard")]
+    merge: bool,
     /// Test images attacked with HopSkipJump (0 skips it).
     #[arg(long, default_value_t = 20)]
     hsj_examples: usize,
@@ -99,6 +116,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_test_examples(args.test_examples)
         .with_attack_examples(args.attack_examples)
         .with_epsilons(args.epsilons)
+        .with_attack_batch(args.attack_batch)
         .with_hsj_examples(args.hsj_examples)
         .with_hsj_queries(args.hsj_queries)
         .with_autoattack_examples(args.autoattack_examples)
@@ -111,7 +129,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_out(args.out.clone())
         .with_progress(!args.quiet);
     let started = Instant::now();
-    let (_, outputs) = run(&config, Some(stop))?;
+    let outputs: Outputs = if args.merge {
+        merge(&args.out)?.1
+    } else if let Some(shard) = args.shard {
+        let parts = run_shard(&config, shard, Some(stop))?;
+        println!(
+            "shard {shard} done in {:.0} s: {} rule files in {}; merge with --merge --out {} \
+             once every shard's rules/<rule>.shard-I-of-{}.json is there",
+            started.elapsed().as_secs_f64(),
+            parts.len(),
+            args.out.join("rules").display(),
+            args.out.display(),
+            shard.count()
+        );
+        return Ok(());
+    } else {
+        run(&config, Some(stop))?.1
+    };
     println!(
         "done in {:.0} s; outputs in {}: {}, {}, {}, {}, {}",
         started.elapsed().as_secs_f64(),

@@ -16,6 +16,7 @@ pub mod pipeline;
 mod plot;
 pub mod regularizer_comparison;
 pub mod robust_finetune;
+mod shard;
 pub mod spectral_transfer;
 mod summary;
 
@@ -33,6 +34,7 @@ pub use output::{
     write_json,
 };
 pub use plot::{HeatMap, Panel, Series, plot_heatmaps, plot_panels};
+pub use shard::Shard;
 pub use summary::{robustness_panels, robustness_tables};
 
 /// A stop flag raised by Ctrl-C (the studies poll it after each training step and between

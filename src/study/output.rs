@@ -338,6 +338,18 @@ pub struct Machine {
     pub threads: usize,
 }
 
+impl std::fmt::Display for Machine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} [{}], {} threads",
+            self.arch,
+            self.vector_features.join(", "),
+            self.threads
+        )
+    }
+}
+
 impl Machine {
     /// This machine.
     pub fn current() -> Self {

@@ -20,8 +20,9 @@ use burn::config::Config;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 use signsym_attacks::{
-    EntryReport, Fgsm, GradientSource, HopSkipJumpConfig, InputBox, Norm, ObfuscationFlag,
-    PgdConfig, RobustnessSuite, SourceKind, attack_mode, gradient_alignment,
+    EntryReport, Fgsm, GradientAlignment, GradientSource, HopSkipJumpConfig, InputBox, Norm,
+    ObfuscationFlag, PgdConfig, RobustnessSuite, SourceKind, attack_mode, gradient_alignment,
+    merge_entries, obfuscation_flags, worst_case_flags,
 };
 use signsym_feedback::FeedbackRule;
 use signsym_losses::CrossEntropyConfig;
@@ -37,8 +38,13 @@ use super::output::{
 };
 use super::pipeline::{Method, Training, train_method};
 use super::plot::plot_panels;
+use super::shard::Shard;
 use super::summary::{robustness_panels, robustness_tables};
 use super::{DatasetName, DeviceChoice};
+
+/// How far robust accuracy under the model's own gradient may exceed the exact gradient's before
+/// the budget is flagged as obfuscated (the suite's default).
+const OBFUSCATION_MARGIN: f64 = 0.05;
 
 /// Settings of the main job. The defaults finish in under ten minutes on two CPU cores.
 ///
@@ -89,6 +95,10 @@ pub struct RobustFinetuneConfig {
     /// PGD steps (of size ε/3, as in the paper).
     #[config(default = 5)]
     pub pgd_steps: usize,
+    /// Images per attack batch (FGSM, PGD, HopSkipJump, AutoAttack, the gradient cosine); also
+    /// the unit `--shard` splits the attacked images in.
+    #[config(default = 64)]
+    pub attack_batch: usize,
     /// Test images attacked with HopSkipJump (0 skips it).
     #[config(default = 20)]
     pub hsj_examples: usize,
@@ -142,6 +152,7 @@ impl RobustFinetuneConfig {
             ("attack-examples", self.attack_examples),
             ("batch-size", self.batch_size),
             ("pgd-steps", self.pgd_steps),
+            ("attack-batch", self.attack_batch),
         ] {
             if value == 0 {
                 return Err(invalid(name, 0, "must be at least 1"));
@@ -187,6 +198,116 @@ pub struct RuleResult {
     pub gradient_cosine: f64,
     /// Wall time of the attacks, seconds.
     pub attack_seconds: f64,
+}
+
+/// One rule's fine-tuning and its attacks on one shard of the attacked images
+/// (`rules/<rule>.shard-I-of-N.json`): per-sample outcomes, so that [`merge`] recounts the
+/// shards into the [`RuleResult`] of the unsharded run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RuleShard {
+    /// The rule.
+    pub rule: FeedbackRule,
+    /// Which part of the attacked images.
+    pub shard: Shard,
+    /// Mean training loss of the last epoch.
+    pub train_loss: f64,
+    /// Fine-tuning wall time, seconds.
+    pub train_seconds: f64,
+    /// Top-1 accuracy on every Fashion-MNIST test image (each shard scores all of them).
+    pub clean_accuracy: f64,
+    /// Test images behind `clean_accuracy`.
+    pub test_examples: usize,
+    /// FGSM and PGD under each gradient source on this shard's images (`None`: it has none).
+    pub gradient: Option<Vec<EntryReport>>,
+    /// HopSkipJump on this shard's part of its subset.
+    pub decision: Option<Vec<EntryReport>>,
+    /// AutoAttack on this shard's part of its subset.
+    pub autoattack: Option<Vec<EntryReport>>,
+    /// Cosine between the feedback and the exact input gradient of each attacked image.
+    pub gradient_cosines: Vec<f64>,
+    /// Wall time of the attacks, seconds.
+    pub attack_seconds: f64,
+    /// The machine that ran this shard.
+    pub machine: Machine,
+}
+
+impl RuleShard {
+    /// The shards of one rule, in order `1/N … N/N`, as the rule's result: training numbers
+    /// from the first, attack entries and the gradient cosine recounted over all images,
+    /// obfuscation flags from the recounted curves.
+    pub fn combine(parts: &[RuleShard], epsilons: &[f64]) -> Result<RuleResult, StudyError> {
+        let Some(first) = parts.first() else {
+            return Err(invalid("shards", 0, "no shard to merge"));
+        };
+        for (k, part) in parts.iter().enumerate() {
+            if part.rule != first.rule || part.shard != Shard::new(k + 1, parts.len())? {
+                return Err(invalid(
+                    "shards",
+                    format!("{} {}", part.rule, part.shard),
+                    "must be one rule's shards 1/N … N/N, in order",
+                ));
+            }
+            if part.clean_accuracy != first.clean_accuracy
+                || part.machine.vector_features != first.machine.vector_features
+            {
+                eprintln!(
+                    "note: {} shard {} ran on {} (clean accuracy {}), shard 1 on {} ({}): \
+                     machines with other vector units can differ in the last digits",
+                    part.rule,
+                    part.shard,
+                    part.machine,
+                    part.clean_accuracy,
+                    first.machine,
+                    first.clean_accuracy
+                );
+            }
+        }
+        let join = |pick: fn(&RuleShard) -> &Option<Vec<EntryReport>>| {
+            let present: Vec<Vec<EntryReport>> =
+                parts.iter().filter_map(|p| pick(p).clone()).collect();
+            if present.is_empty() {
+                Ok(Vec::new())
+            } else {
+                merge_entries(&present)
+            }
+        };
+        let gradient = join(|p| &p.gradient)?;
+        let per_sample: Vec<Vec<Vec<bool>>> =
+            gradient.iter().map(|e| e.per_sample.clone()).collect();
+        let mut obfuscation = obfuscation_flags(&gradient, OBFUSCATION_MARGIN);
+        obfuscation.extend(worst_case_flags(
+            &gradient,
+            &per_sample,
+            epsilons,
+            OBFUSCATION_MARGIN,
+        ));
+        let mut entries = gradient;
+        entries.extend(join(|p| &p.decision)?);
+        entries.extend(join(|p| &p.autoattack)?);
+        // The curves keep the counts; the per-sample outcomes stay in the shard files.
+        for entry in &mut entries {
+            entry.per_sample.clear();
+        }
+        let gradient_cosine = GradientAlignment {
+            per_sample: parts
+                .iter()
+                .flat_map(|p| p.gradient_cosines.iter().copied())
+                .collect(),
+            batch: f64::NAN,
+        }
+        .mean();
+        Ok(RuleResult {
+            rule: first.rule,
+            train_loss: first.train_loss,
+            train_seconds: first.train_seconds,
+            clean_accuracy: first.clean_accuracy,
+            test_examples: first.test_examples,
+            entries,
+            obfuscation,
+            gradient_cosine,
+            attack_seconds: parts.iter().map(|p| p.attack_seconds).sum(),
+        })
+    }
 }
 
 /// The main job's result.
@@ -253,6 +374,147 @@ pub fn run(
     config: &RobustFinetuneConfig,
     stop: Option<Arc<AtomicBool>>,
 ) -> Result<(RobustFinetuneReport, Outputs), StudyError> {
+    let (pretrain_accuracy, results) = train_and_attack(config, None, stop, |rule| {
+        Ok(out_json(config, format!("rules/{rule}.json")))
+    })?;
+    let results = results
+        .into_iter()
+        .map(|r| match r {
+            Finished::Whole(result) => Ok(result),
+            Finished::Shard(part) => {
+                RuleShard::combine(std::slice::from_ref(&part), &config.epsilons)
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    finish(config, pretrain_accuracy, results)
+}
+
+/// Runs (or resumes) one shard of the main job in `config.out`: trains every rule (or loads the
+/// checkpoints found there, so copy a trained `--out` to each machine to train once), scores
+/// the full test set, and attacks this shard's part of the attacked images, writing
+/// `rules/<rule>.shard-I-of-N.json`. When every shard's files are in one `rules/`, [`merge`]
+/// writes the tables the unsharded run writes, with the same numbers.
+pub fn run_shard(
+    config: &RobustFinetuneConfig,
+    shard: Shard,
+    stop: Option<Arc<AtomicBool>>,
+) -> Result<Vec<RuleShard>, StudyError> {
+    let (_, results) = train_and_attack(config, Some(shard), stop, |rule| {
+        Ok(out_json(
+            config,
+            format!("rules/{rule}.{}.json", shard.tag()),
+        ))
+    })?;
+    results
+        .into_iter()
+        .map(|r| match r {
+            Finished::Shard(part) => Ok(part),
+            Finished::Whole(_) => Err(invalid("shard", shard, "found a whole result")),
+        })
+        .collect()
+}
+
+/// Joins the shards in `out/rules/` (every rule of `out/settings.json`, shards `1/N … N/N`)
+/// into the main job's outputs in `out`: `results.csv`/`.json`, plots and summary with the
+/// counts, robust accuracies and intervals of the unsharded run.
+pub fn merge(out: &std::path::Path) -> Result<(RobustFinetuneReport, Outputs), StudyError> {
+    let settings = out.join("settings.json");
+    let config = read_json::<RobustFinetuneConfig>(&settings)?
+        .ok_or_else(|| {
+            invalid(
+                "out",
+                out.display(),
+                "holds no settings.json: run the shards there first",
+            )
+        })?
+        .with_out(out.to_path_buf());
+    let pretrain_accuracy = read_json::<Pretrained>(&out.join("pretrain.json"))?
+        .ok_or_else(|| {
+            invalid(
+                "out",
+                out.display(),
+                "holds no pretrain.json: run the shards there first",
+            )
+        })?
+        .accuracy;
+    let mut results = Vec::new();
+    for &rule in &config.rules {
+        let mut shards: Vec<Shard> = Vec::new();
+        let dir = out.join("rules");
+        let entries = std::fs::read_dir(&dir).map_err(|e| {
+            invalid(
+                "out",
+                dir.display(),
+                &format!("cannot list the shards: {e}"),
+            )
+        })?;
+        let prefix = format!("{rule}.shard-");
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(tag) = name
+                .strip_prefix(&prefix)
+                .and_then(|t| t.strip_suffix(".json"))
+            {
+                let shard = tag.replacen("-of-", "/", 1).parse::<Shard>().map_err(|_| {
+                    invalid("shard file", &name, "is not named <rule>.shard-I-of-N.json")
+                })?;
+                shards.push(shard);
+            }
+        }
+        shards.sort();
+        let count = shards.first().map_or(0, |s| s.count());
+        let expected: Vec<Shard> = (1..=count)
+            .map(|i| Shard::new(i, count))
+            .collect::<Result<_, _>>()?;
+        if count == 0 || shards != expected {
+            return Err(invalid(
+                "shards",
+                format!(
+                    "{rule}: {}",
+                    shards
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                &format!(
+                    "{} needs one file per shard 1/N … N/N of one N",
+                    dir.display()
+                ),
+            ));
+        }
+        let mut parts = Vec::with_capacity(count);
+        for shard in shards {
+            let path = dir.join(format!("{rule}.{}.json", shard.tag()));
+            let part = read_json::<RuleShard>(&path)?
+                .ok_or_else(|| invalid("shard file", path.display(), "vanished while merging"))?;
+            parts.push(part);
+        }
+        let result = RuleShard::combine(&parts, &config.epsilons)?;
+        write_json(&dir.join(format!("{rule}.json")), &result)?;
+        results.push(result);
+    }
+    finish(&config, pretrain_accuracy, results)
+}
+
+fn out_json(config: &RobustFinetuneConfig, name: String) -> PathBuf {
+    config.out.join(name)
+}
+
+/// A rule's outcome: a result finished earlier, or this run's attacks on its shard.
+enum Finished {
+    Whole(RuleResult),
+    Shard(RuleShard),
+}
+
+/// Pre-training, then per rule: fine-tuning, clean accuracy and the attacks on `shard` (all
+/// images when `None`), each rule's outcome saved at `rule_path(rule)`; a saved one is loaded.
+fn train_and_attack(
+    config: &RobustFinetuneConfig,
+    shard: Option<Shard>,
+    stop: Option<Arc<AtomicBool>>,
+    rule_path: impl Fn(FeedbackRule) -> Result<PathBuf, StudyError>,
+) -> Result<(f64, Vec<Finished>), StudyError> {
     config.validate()?;
     let out = &config.out;
     let settings_path = out.join("settings.json");
@@ -343,17 +605,25 @@ pub fn run(
     let all: Vec<usize> = (0..attack_set.len()).collect();
     let attack_labels = attack_set.classes(&all)?;
     let attack_images = view.pixels(&attack_set, &all, &device)?;
-    let hsj_n = config.hsj_examples.min(attack_set.len());
 
     let mut results = Vec::new();
     for &rule in &config.rules {
-        let path = out.join(format!("rules/{rule}.json"));
-        if let Some(done) = read_json::<RuleResult>(&path)? {
+        let path = rule_path(rule)?;
+        if shard.is_none()
+            && let Some(done) = read_json::<RuleResult>(&path)?
+        {
             println!(
                 "{rule}: finished earlier (clean accuracy {:.4}), skipped",
                 done.clean_accuracy
             );
-            results.push(done);
+            results.push(Finished::Whole(done));
+            continue;
+        }
+        if let Some(s) = shard
+            && let Some(done) = read_json::<RuleShard>(&path)?
+        {
+            println!("{rule}: shard {s} finished earlier, skipped");
+            results.push(Finished::Shard(done));
             continue;
         }
         if stopped() {
@@ -387,92 +657,164 @@ pub fn run(
         })?;
         let last = history.last();
         let clean_accuracy = accuracy(&network, &test, &view, 500)?;
+        let part = shard.unwrap_or(Shard::WHOLE);
         println!(
-            "{rule}: clean accuracy {clean_accuracy:.4} on {} test images; attacking",
-            test.len()
+            "{rule}: clean accuracy {clean_accuracy:.4} on {} test images; attacking{}",
+            test.len(),
+            if shard.is_some() {
+                format!(" shard {part}")
+            } else {
+                String::new()
+            }
         );
         let started = Instant::now();
         let model = attack_mode(network.duplicate());
-        let (entries, obfuscation, gradient_cosine) = attack_rule(
+        let attacks = attack_rule(
             config,
             &model,
             &attack_images,
             &attack_labels,
-            hsj_n,
+            part,
             &device,
         )?;
-        let result = RuleResult {
+        let result = RuleShard {
             rule,
+            shard: part,
             train_loss: last.map_or(f64::NAN, |e| e.train_loss),
             train_seconds: history.iter().map(|e| e.seconds).sum(),
             clean_accuracy,
             test_examples: test.len(),
-            entries,
-            obfuscation,
-            gradient_cosine,
+            gradient: attacks.gradient,
+            decision: attacks.decision,
+            autoattack: attacks.autoattack,
+            gradient_cosines: attacks.cosines,
             attack_seconds: started.elapsed().as_secs_f64(),
+            machine: Machine::current(),
         };
-        write_json(&path, &result)?;
-        results.push(result);
+        if shard.is_some() {
+            write_json(&path, &result)?;
+            results.push(Finished::Shard(result));
+        } else {
+            let whole = RuleShard::combine(std::slice::from_ref(&result), &config.epsilons)?;
+            write_json(&path, &whole)?;
+            results.push(Finished::Whole(whole));
+        }
     }
-    finish(config, pretrain_accuracy, results)
+    Ok((pretrain_accuracy, results))
 }
 
-type RuleAttacks = (Vec<EntryReport>, Vec<ObfuscationFlag>, f64);
+/// One shard's attacks: each group (`None` where the shard holds none of its images).
+struct ShardAttacks {
+    gradient: Option<Vec<EntryReport>>,
+    decision: Option<Vec<EntryReport>>,
+    autoattack: Option<Vec<EntryReport>>,
+    cosines: Vec<f64>,
+}
 
+/// The attacks on `shard`'s images, in batches of `attack_batch` that start where the unsharded
+/// run's batches start: the same batches, so the same draws and the same per-sample outcomes.
 fn attack_rule<M: signsym_models::Backbone>(
     config: &RobustFinetuneConfig,
     model: &Network<M>,
     images: &Tensor<4>,
     labels: &[usize],
-    hsj_n: usize,
+    shard: Shard,
     device: &Device,
-) -> Result<RuleAttacks, StudyError> {
+) -> Result<ShardAttacks, StudyError> {
+    let unit = config.attack_batch;
+    let n = labels.len();
     let fgsm = Fgsm::new(InputBox::new(0.0, 1.0)?)?;
     let pgd = PgdConfig::paper()
         .with_steps(config.pgd_steps)
         .with_seed(config.seed)
         .init()?;
-    device.seed(config.seed);
-    let report = RobustnessSuite::new(Norm::Linf, config.epsilons.clone())?
-        .attack(&fgsm, GradientSource::Feedback)
-        .attack(&fgsm, GradientSource::Exact)
-        .attack(&pgd, GradientSource::Feedback)
-        .attack(&pgd, GradientSource::Exact)
-        .with_progress(config.progress)
-        .run(model, images, labels)?;
-    let mut entries = report.entries;
-    if hsj_n > 0 {
+    let suite = || {
+        Ok::<_, StudyError>(
+            RobustnessSuite::new(Norm::Linf, config.epsilons.clone())?
+                .with_batch_size(unit)
+                .with_obfuscation_margin(OBFUSCATION_MARGIN)
+                .with_progress(config.progress),
+        )
+    };
+    let range = shard.range(n, unit);
+    let (gradient, cosines) = if range.is_empty() {
+        (None, Vec::new())
+    } else {
+        device.seed(config.seed);
+        let x = images.clone().slice(range.clone());
+        let report = suite()?
+            .attack(&fgsm, GradientSource::Feedback)
+            .attack(&fgsm, GradientSource::Exact)
+            .attack(&pgd, GradientSource::Feedback)
+            .attack(&pgd, GradientSource::Exact)
+            .run(model, &x, &labels[range.clone()])?;
+        // Per batch, as the attacks, so a shard's cosines are the unsharded run's.
+        let mut cosines = Vec::with_capacity(range.len());
+        for start in range.clone().step_by(unit) {
+            let batch = start..(start + unit).min(range.end);
+            // brSF draws its feedback from the device: seeded by the batch, not by what ran before.
+            device.seed(signsym_feedback::splitmix64(
+                config.seed.wrapping_add(start as u64),
+            ));
+            cosines.extend(
+                gradient_alignment(model, &images.clone().slice(batch.clone()), &labels[batch])?
+                    .per_sample,
+            );
+        }
+        (Some(report.entries), cosines)
+    };
+
+    let hsj_range = shard.range(config.hsj_examples.min(n), unit);
+    let decision = if hsj_range.is_empty() {
+        None
+    } else {
         let hsj = HopSkipJumpConfig::new()
             .with_norm(Norm::Linf)
             .with_query_budget(config.hsj_queries)
             .with_seed(config.seed)
             .init()?;
-        let subset = images.clone().slice(0..hsj_n);
-        let decision = RobustnessSuite::new(Norm::Linf, config.epsilons.clone())?
-            .decision_attack(&hsj)
-            .with_progress(config.progress)
-            .run(model, &subset, &labels[..hsj_n])?;
-        entries.extend(decision.entries);
-    }
-    // A reduced suite on a subset (the settings say how reduced): the reference one costs
-    // about 50× more model calls per image.
-    let autoattack = super::paper::AutoAttackSubset {
-        examples: config.autoattack_examples,
-        steps: config.autoattack_steps,
-        targets: config.autoattack_targets,
-        queries: config.autoattack_queries,
+        let x = images.clone().slice(hsj_range.clone());
+        Some(
+            suite()?
+                .decision_attack(&hsj)
+                .run(model, &x, &labels[hsj_range])?
+                .entries,
+        )
     };
-    entries.extend(autoattack.entries(
-        model,
-        images,
-        labels,
-        &config.epsilons,
-        config.seed,
-        config.progress,
-    )?);
-    let cosine = gradient_alignment(model, images, labels)?.mean();
-    Ok((entries, report.obfuscation, cosine))
+
+    // A reduced suite on a subset (the settings say how reduced): the reference one costs about
+    // 50× more model calls per image. Run per batch: AutoAttack attacks the images still robust
+    // after each stage together, so only batch by batch is a shard's run the unsharded run's.
+    let aa_range = shard.range(config.autoattack_examples.min(n), unit);
+    let mut aa_parts = Vec::new();
+    for start in aa_range.clone().step_by(unit) {
+        let batch = start..(start + unit).min(aa_range.end);
+        let subset = super::paper::AutoAttackSubset {
+            examples: batch.len(),
+            steps: config.autoattack_steps,
+            targets: config.autoattack_targets,
+            queries: config.autoattack_queries,
+        };
+        aa_parts.push(subset.entries(
+            model,
+            &images.clone().slice(batch.clone()),
+            &labels[batch],
+            &config.epsilons,
+            config.seed,
+            config.progress,
+        )?);
+    }
+    let autoattack = if aa_parts.is_empty() {
+        None
+    } else {
+        Some(merge_entries(&aa_parts)?)
+    };
+    Ok(ShardAttacks {
+        gradient,
+        decision,
+        autoattack,
+        cosines,
+    })
 }
 
 fn finish(

@@ -2,7 +2,10 @@
 //! numbers of its JSON, and a rerun resumes from what is saved instead of recomputing.
 
 use signsym::feedback::FeedbackRule;
-use signsym::study::robust_finetune::{RobustFinetuneConfig, RobustFinetuneReport, run};
+use signsym::study::Shard;
+use signsym::study::robust_finetune::{
+    RobustFinetuneConfig, RobustFinetuneReport, RuleResult, merge, run, run_shard,
+};
 use signsym::study::{read_csv, read_json};
 
 fn tiny(out: &std::path::Path) -> RobustFinetuneConfig {
@@ -131,4 +134,54 @@ fn bad_settings_are_typed_errors() {
     let missing = tiny(dir.path()).with_data_dir("/nonexistent".into());
     let err = run(&missing, None).unwrap_err().to_string();
     assert!(err.contains("/nonexistent"), "{err}");
+}
+
+#[test]
+fn shards_merged_equal_the_unsharded_run() {
+    let _serial = crate::serial();
+    let whole_dir = tempfile::tempdir().unwrap();
+    let shard_dir = tempfile::tempdir().unwrap();
+    // brSF redraws its feedback at every backward; batches of 4: the 24 attacked images are 6
+    // batches (2 per shard), HopSkipJump's 3 one batch (all in the last shard), AutoAttack's 8
+    // two (shards 2 and 3).
+    let config = |out: &std::path::Path| {
+        tiny(out)
+            .with_rules(vec![FeedbackRule::BrSf, FeedbackRule::USf])
+            .with_attack_batch(4)
+    };
+    let (whole, whole_out) = run(&config(whole_dir.path()), None).unwrap();
+    for i in 1..=3 {
+        let parts = run_shard(&config(shard_dir.path()), Shard::new(i, 3).unwrap(), None).unwrap();
+        assert_eq!(parts.len(), 2);
+        let images = |g: &Option<Vec<signsym::attacks::EntryReport>>| {
+            g.as_ref().map_or(0, |e| e[0].per_sample[0].len())
+        };
+        assert_eq!(images(&parts[0].gradient), 8, "shard {i}");
+        assert_eq!(images(&parts[0].decision), if i == 3 { 3 } else { 0 });
+        assert_eq!(images(&parts[0].autoattack), if i == 1 { 0 } else { 4 });
+    }
+    // Later shards trained nothing: they loaded the first one's checkpoints.
+    let (merged, merged_out) = merge(shard_dir.path()).unwrap();
+
+    assert_eq!(merged.rows, whole.rows);
+    assert_eq!(
+        std::fs::read(&merged_out.csv).unwrap(),
+        std::fs::read(&whole_out.csv).unwrap(),
+        "results.csv differs"
+    );
+    let timeless = |r: &RuleResult| RuleResult {
+        train_seconds: 0.0,
+        attack_seconds: 0.0,
+        ..r.clone()
+    };
+    for (m, w) in merged.rules.iter().zip(&whole.rules) {
+        assert_eq!(timeless(m), timeless(w), "{}", w.rule);
+    }
+    assert_eq!(merged.pretrain_accuracy, whole.pretrain_accuracy);
+
+    // A missing shard is named, not merged around.
+    std::fs::remove_file(shard_dir.path().join("rules/usf.shard-2-of-3.json")).unwrap();
+    let err = merge(shard_dir.path()).unwrap_err().to_string();
+    assert!(err.contains("usf: 1/3, 3/3"), "{err}");
+    assert!(merge(whole_dir.path().join("absent").as_path()).is_err());
 }

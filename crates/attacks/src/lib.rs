@@ -40,7 +40,7 @@ pub use pgd::{
 };
 pub use report::{
     CurveWarning, EntryReport, ObfuscationFlag, RobustnessReport, RobustnessSuite,
-    WORST_CASE_REFERENCE, curve_warnings, obfuscation_flags, worst_case_flags,
+    WORST_CASE_REFERENCE, curve_warnings, merge_entries, obfuscation_flags, worst_case_flags,
 };
 pub use retrieval::{
     AlphaSchedule, HashDatabase, Optimizer, RetrievalAttack, RetrievalAttackOutput,

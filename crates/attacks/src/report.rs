@@ -79,6 +79,102 @@ pub struct EntryReport {
     pub curve: RobustnessCurve,
     /// Smallest adversarial distance per sample (decision-based attacks only).
     pub distances: Option<Vec<f64>>,
+    /// Whether each sample withstood the entry: `per_sample[k][i]` for sample `i` at the curve's
+    /// `k`-th ε. What [`merge_entries`] joins shards of an evaluation by; studies that keep only
+    /// the curves leave it empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub per_sample: Vec<Vec<bool>>,
+}
+
+/// The entries of one evaluation run in shards of consecutive samples (`parts` in sample order)
+/// as one evaluation: per-sample outcomes and distances concatenated, every curve recounted
+/// (counts, values, Wilson intervals). This equals the unsplit evaluation's entries exactly when
+/// each sample's outcome does not depend on which shard it was in: shards made of the same
+/// batches as the unsplit run (what the studies' `--shard` does) or attacks without randomness.
+///
+/// Shards must hold the same entries (labels, sources, budgets) with their per-sample outcomes.
+///
+/// ```
+/// use signsym_attacks::{EntryReport, SourceKind, merge_entries};
+/// use signsym_metrics::{RobustMetric, RobustnessCurve};
+///
+/// let part = |robust: Vec<bool>| {
+///     let mut curve = RobustnessCurve::new("fgsm/exact", RobustMetric::Accuracy, 0.95).unwrap();
+///     let k = robust.iter().filter(|r| **r).count();
+///     curve.push_accuracy(0.1, k, robust.len()).unwrap();
+///     vec![EntryReport { attack: "fgsm/exact".into(), name: "fgsm".into(),
+///         source: SourceKind::Exact, curve, distances: None, per_sample: vec![robust] }]
+/// };
+/// let merged = merge_entries(&[part(vec![true, false]), part(vec![true, true, false])])?;
+/// assert_eq!(merged[0].curve.points[0].value, 3.0 / 5.0);
+/// assert_eq!(merged[0].per_sample[0], [true, false, true, true, false]);
+/// # Ok::<(), signsym_attacks::AttackError>(())
+/// ```
+pub fn merge_entries(parts: &[Vec<EntryReport>]) -> Result<Vec<EntryReport>, AttackError> {
+    let Some(first) = parts.first() else {
+        return Err(invalid("shards", 0, "merging needs at least one shard"));
+    };
+    let epsilons = |e: &EntryReport| e.curve.points.iter().map(|p| p.epsilon).collect::<Vec<_>>();
+    let mut merged = Vec::with_capacity(first.len());
+    for (k, head) in first.iter().enumerate() {
+        let mut robust = vec![Vec::new(); head.curve.points.len()];
+        let mut distances = head.distances.as_ref().map(|_| Vec::new());
+        for part in parts {
+            if part.len() != first.len() {
+                return Err(invalid(
+                    "shards",
+                    part.len(),
+                    "hold different numbers of entries",
+                ));
+            }
+            let entry = &part[k];
+            if entry.attack != head.attack
+                || entry.source != head.source
+                || epsilons(entry) != epsilons(head)
+            {
+                return Err(invalid(
+                    "shards",
+                    &entry.attack,
+                    "hold different entries (attack, source or budgets)",
+                ));
+            }
+            if entry.per_sample.len() != robust.len() {
+                return Err(invalid(
+                    "shards",
+                    &entry.attack,
+                    "an entry lacks its per-sample outcomes",
+                ));
+            }
+            for (all, part) in robust.iter_mut().zip(&entry.per_sample) {
+                all.extend_from_slice(part);
+            }
+            match (&mut distances, &entry.distances) {
+                (Some(all), Some(d)) => all.extend_from_slice(d),
+                (None, None) => {}
+                _ => {
+                    return Err(invalid(
+                        "shards",
+                        &entry.attack,
+                        "some shards hold distances, others not",
+                    ));
+                }
+            }
+        }
+        merged.push(EntryReport {
+            attack: head.attack.clone(),
+            name: head.name.clone(),
+            source: head.source,
+            curve: curve_from(
+                head.curve.label.clone(),
+                &epsilons(head),
+                &robust,
+                head.curve.confidence,
+            )?,
+            distances,
+            per_sample: robust,
+        });
+    }
+    Ok(merged)
 }
 
 /// Robust accuracy under the model's own backward exceeds that under a reference source.
@@ -413,6 +509,7 @@ impl<'a> RobustnessSuite<'a> {
                 name,
                 source,
                 distances,
+                per_sample: robust,
             });
         }
         bar.finish_and_clear();

@@ -606,6 +606,7 @@ fn obfuscation_flags_and_curve_warnings() {
         source,
         curve: curve(label, values),
         distances: None,
+        per_sample: Vec::new(),
     };
     let entries = vec![
         entry(
