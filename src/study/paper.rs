@@ -31,7 +31,7 @@ use super::datasets::{
 use super::device::DeviceChoice;
 use super::error::{StudyError, invalid};
 use super::keys::Metric;
-use super::output::{ResultRow, read_json, text_table, write_csv, write_json};
+use super::output::{Machine, ResultRow, read_json, text_table, write_csv, write_json};
 use super::pipeline::train_network;
 use super::plot::plot_panels;
 use super::summary::{robustness_panels, robustness_tables};
@@ -351,17 +351,23 @@ fn merge_rows(
     #[derive(Serialize, Deserialize)]
     struct Results {
         settings: Vec<PaperArgs>,
+        /// The machine of each run in `settings` (vector features and threads decide the last
+        /// digits; see `Machine`).
+        #[serde(default)]
+        machines: Vec<Machine>,
         rows: Vec<ResultRow>,
     }
     let json = out.join("results.json");
     let mut all = read_json::<Results>(&json)?.unwrap_or(Results {
         settings: Vec::new(),
+        machines: Vec::new(),
         rows: Vec::new(),
     });
     all.rows
         .retain(|old| !rows.iter().any(|new| new.key() == old.key()));
     all.rows.extend(rows);
     all.settings.push(args.clone());
+    all.machines.push(Machine::current());
     write_csv(&out.join("results.csv"), &all.rows)?;
     write_json(&json, &all)?;
     Ok(all.rows)

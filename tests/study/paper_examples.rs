@@ -71,6 +71,10 @@ fn table1_runs_merge_into_one_table() {
         .collect();
     assert_eq!(values, merged.iter().map(|r| r.value).collect::<Vec<_>>());
     assert_eq!(json["settings"].as_array().unwrap().len(), 2);
+    // One machine per run merged: the vector features decide the last digits.
+    let machines: Vec<signsym::study::Machine> =
+        serde_json::from_value(json["machines"].clone()).unwrap();
+    assert_eq!(machines, vec![signsym::study::Machine::current(); 2]);
 }
 
 #[test]
