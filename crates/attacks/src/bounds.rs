@@ -69,6 +69,9 @@ impl InputBox {
     }
 
     pub(crate) fn check_host(&self, what: &'static str, values: &[f32]) -> Result<(), AttackError> {
+        // The fields are public: a box written by hand (NaN or inverted ends) is refused here,
+        // before an attack draws from it.
+        InputBox::new(self.lower, self.upper)?;
         let mut min = f32::INFINITY;
         let mut max = f32::NEG_INFINITY;
         for &v in values {
@@ -159,5 +162,28 @@ pub(crate) fn check_batch(
             expected,
             got,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hand_written_box_is_checked_before_use() {
+        let values = [0.2f32, 0.4];
+        assert!(InputBox::default().check_host("x", &values).is_ok());
+        for (lower, upper) in [(f32::NAN, 1.0), (1.0, 0.0), (0.0, f32::INFINITY)] {
+            let hand = InputBox { lower, upper };
+            assert!(
+                matches!(
+                    hand.check_host("x", &values),
+                    Err(AttackError::InvalidParameter { .. })
+                ),
+                "[{lower}, {upper}]"
+            );
+        }
+        // Values outside a valid box are still their own error.
+        assert!(InputBox::default().check_host("x", &[1.5]).is_err());
     }
 }
