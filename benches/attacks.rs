@@ -132,7 +132,7 @@ fn autoattack(c: &mut Criterion, device: &Device) {
 }
 
 fn bench(c: &mut Criterion) {
-    let device = Device::flex().autodiff();
+    let device = support::device();
     autoattack(c, &device);
     device.seed(0);
     let cnn = SmallCnnConfig::new().init(&device).expect("cnn");

@@ -157,7 +157,7 @@ fn resnet(cifar_stem: bool, device: &Device) -> Network<signsym::models::ResNet>
 }
 
 fn bench(c: &mut Criterion) {
-    let device = Device::flex().autodiff();
+    let device = support::device();
     device.seed(0);
     let cnn = SmallCnnConfig::new().init(&device).expect("cnn");
     let cnn = Network::new(cnn, Task::classification(10), &device).expect("network");

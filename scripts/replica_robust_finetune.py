@@ -75,7 +75,7 @@ def copy_weights(dst, src, head=True):
 def train(model, x, y, groups, seed):
     opt = torch.optim.Adam(groups, betas=(0.9, 0.999), weight_decay=5e-4)
     g = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(x), generator=g)
+    order = torch.randperm(len(x), generator=g).to(x.device)
     model.train()
     for i in range(0, len(x), 32):
         b = order[i:i + 32]
@@ -113,15 +113,18 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rules", default="bp,usf,frsf,brsf,fa")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (the GPU check's reference)")
     args = ap.parse_args()
+    dev = torch.device(args.device)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     started = time.perf_counter()
     mx, my = load(args.data, "mnist", "train")
     fx, fy = load(args.data, "fashion", "train")
     tx, ty = load(args.data, "fashion", "t10k")
-    mx, my, fx, fy = mx[:12000], my[:12000], fx[:12000], fy[:12000]
-    pre = SmallCnn()
+    mx, my, fx, fy = (t[:12000].to(dev) for t in (mx, my, fx, fy))
+    tx, ty = tx.to(dev), ty.to(dev)
+    pre = SmallCnn().to(dev)
     t = time.perf_counter()
     train(pre, mx, my, pre.parameters(), 0)
     print(f"pre-training {time.perf_counter() - t:.1f} s")
@@ -129,7 +132,7 @@ def main():
     eps_grid = [0.0, 0.02, 0.05, 0.1, 0.2, 0.3]
     for rule in args.rules.split(","):
         t = time.perf_counter()
-        net = SmallCnn(rule)
+        net = SmallCnn(rule).to(dev)
         copy_weights(net, pre, head=False)
         head = [p for n, p in net.named_parameters() if n.startswith("head.") and p.requires_grad]
         body = [p for n, p in net.named_parameters() if not n.startswith("head.") and p.requires_grad]
@@ -137,7 +140,7 @@ def main():
         t_train = time.perf_counter() - t
         clean = accuracy(net, tx, ty)
         t = time.perf_counter()
-        exact = SmallCnn()
+        exact = SmallCnn().to(dev)
         copy_weights(exact, net)
         exact.eval()
         net.eval()
@@ -152,7 +155,8 @@ def main():
               f"{rows[('fgsm', 'exact')][3]:.3f}, PGD fb/ex {rows[('pgd', 'feedback')][3]:.3f}/"
               f"{rows[('pgd', 'exact')][3]:.3f}, cos {cos:.3f}; train {t_train:.1f} s, "
               f"attacks {t_attack:.1f} s")
-    print(f"total {time.perf_counter() - started:.1f} s ({args.threads} threads, torch {torch.__version__})")
+    print(f"total {time.perf_counter() - started:.1f} s ({args.device}, {args.threads} threads, "
+          f"torch {torch.__version__})")
 
 
 if __name__ == "__main__":

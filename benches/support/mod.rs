@@ -14,6 +14,17 @@ use std::time::{Duration, Instant};
 
 use signsym::feedback::FeedbackRule;
 
+/// The autodiff device the model benches run on: `SIGNSYM_BENCH_DEVICE` = `cpu` (the default,
+/// Flex), `wgpu` or `cuda` (built with that cargo feature). Host memory counts
+/// (`memory` benches) are only meaningful on `cpu`.
+pub fn device() -> burn::tensor::Device {
+    let name = std::env::var("SIGNSYM_BENCH_DEVICE").unwrap_or_else(|_| "cpu".into());
+    let choice: signsym::study::DeviceChoice = name
+        .parse()
+        .unwrap_or_else(|e| panic!("SIGNSYM_BENCH_DEVICE={name}: {e}"));
+    choice.device().unwrap_or_else(|e| panic!("{e}"))
+}
+
 /// CPU time used so far by this process, all threads.
 pub fn cpu_time() -> Duration {
     let mut t = libc::timespec {
