@@ -11,7 +11,8 @@
 use clap::Parser;
 use signsym::attacks::PAPER_EPSILONS;
 use signsym::study::paper::{
-    AutoAttackSubset, PaperArgs, RobustnessArgs, SourceChoice, figure2_classification_robustness,
+    AutoAttackSubset, PaperArgs, RobustnessArgs, ShardArgs, SourceChoice,
+    figure2_classification_robustness,
 };
 
 #[derive(Parser, Debug)]
@@ -19,6 +20,8 @@ use signsym::study::paper::{
 struct Args {
     #[command(flatten)]
     paper: PaperArgs,
+    #[command(flatten)]
+    sharding: ShardArgs,
     /// L∞ budgets (default: the paper's 0, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5).
     #[arg(long, value_delimiter = ',')]
     epsilons: Option<Vec<f64>>,
@@ -59,7 +62,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ..AutoAttackSubset::default()
         }),
         ..RobustnessArgs::paper()
-    };
+    }
+    .with_sharding(args.sharding);
     let stop = signsym::study::stop_on_ctrl_c()?;
     println!(
         "{}",

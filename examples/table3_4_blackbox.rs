@@ -8,13 +8,15 @@
 //! ```
 
 use clap::Parser;
-use signsym::study::paper::{PaperArgs, RobustnessArgs, table3_4_blackbox};
+use signsym::study::paper::{PaperArgs, RobustnessArgs, ShardArgs, table3_4_blackbox};
 
 #[derive(Parser, Debug)]
 #[command(about = "Tables 3–4: HopSkipJump and Boundary Attack robust accuracy per rule")]
 struct Args {
     #[command(flatten)]
     paper: PaperArgs,
+    #[command(flatten)]
+    sharding: ShardArgs,
     /// L2 budgets.
     #[arg(long, default_value = "0,0.5,1,2,4", value_delimiter = ',')]
     epsilons: Vec<f64>,
@@ -31,7 +33,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         epsilons: args.epsilons,
         queries: args.queries,
         ..RobustnessArgs::paper()
-    };
+    }
+    .with_sharding(args.sharding);
     let stop = signsym::study::stop_on_ctrl_c()?;
     println!("{}", table3_4_blackbox(&args.paper, &attacks, Some(stop))?);
     Ok(())

@@ -34,6 +34,7 @@ use super::keys::Metric;
 use super::output::{Machine, ResultRow, read_json, text_table, write_csv, write_json};
 use super::pipeline::train_network;
 use super::plot::plot_panels;
+use super::shard::Shard;
 use super::summary::{robustness_panels, robustness_tables};
 
 /// A backbone by name.
@@ -844,6 +845,14 @@ pub struct RobustnessArgs {
     /// AutoAttack with the exact gradient on the first test images of a classification run
     /// (`None`: not run).
     pub autoattack: Option<AutoAttackSubset>,
+    /// Images per attack batch, also the unit [`shard`](Self::shard) splits the test images in.
+    pub attack_batch: usize,
+    /// Attack only this part of the test images (train and score every rule as usual) and save
+    /// per-sample outcomes under `<out>/shards/`; `merge` joins the parts.
+    pub shard: Option<Shard>,
+    /// Train nothing: join the shards saved under `<out>/shards/` for these settings into the
+    /// rows and plots the unsharded run writes.
+    pub merge: bool,
 }
 
 /// A reduced AutoAttack on a subset, cheap enough to sit next to FGSM and PGD on a CPU.
@@ -929,7 +938,33 @@ impl SourceChoice {
     }
 }
 
+/// The command-line flags of sharded evaluation shared by the robustness examples.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ShardArgs {
+    /// Images per attack batch, also the unit of `--shard`.
+    #[arg(long, default_value_t = 64)]
+    pub attack_batch: usize,
+    /// Attack only part I of N of the test images (every rule is still trained and scored);
+    /// its per-sample outcomes go to `<out>/shards/`.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<Shard>,
+    /// Train nothing: join the N shards under `<out>/shards/` (written with these settings)
+    /// into the rows, tables and plots of the unsharded run.
+    #[arg(long, conflicts_with = "shard")]
+    pub merge: bool,
+}
+
 impl RobustnessArgs {
+    /// These settings with the sharding flags.
+    pub fn with_sharding(self, flags: ShardArgs) -> Self {
+        Self {
+            attack_batch: flags.attack_batch,
+            shard: flags.shard,
+            merge: flags.merge,
+            ..self
+        }
+    }
+
     /// The paper's ε grid, feedback and exact gradients, 5 steps, 10,000 queries.
     pub fn paper() -> Self {
         Self {
@@ -938,8 +973,112 @@ impl RobustnessArgs {
             steps: 5,
             queries: 10_000,
             autoattack: Some(AutoAttackSubset::default()),
+            attack_batch: 64,
+            shard: None,
+            merge: false,
         }
     }
+}
+
+/// One rule's part of a robustness run: clean accuracy on every test image and the attacks on
+/// one shard of them, with per-sample outcomes (what [`rows_from_shards`] recounts).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct RuleAttacks {
+    rule: FeedbackRule,
+    clean_accuracy: f64,
+    test_examples: usize,
+    /// The suite's entries on this shard's test images (`None`: it has none).
+    suite: Option<Vec<signsym_attacks::EntryReport>>,
+    /// AutoAttack's on this shard's part of its subset.
+    autoattack: Option<Vec<signsym_attacks::EntryReport>>,
+}
+
+/// A shard's saved outcomes and the settings they were made with.
+#[derive(Serialize, Deserialize)]
+struct ShardFile {
+    shard: Shard,
+    settings: serde_json::Value,
+    rules: Vec<RuleAttacks>,
+}
+
+/// The settings that decide a robustness run's numbers, for comparing shards (not where the
+/// output goes, nor the progress display).
+fn shard_settings(
+    args: &PaperArgs,
+    attacks: &RobustnessArgs,
+) -> Result<serde_json::Value, StudyError> {
+    let mut value =
+        serde_json::to_value(args).map_err(|e| invalid("settings", e, "cannot be recorded"))?;
+    if let Some(map) = value.as_object_mut() {
+        map.remove("out");
+        map.remove("quiet");
+        map.insert("epsilons".into(), serde_json::json!(attacks.epsilons));
+        map.insert(
+            "sources".into(),
+            serde_json::json!(format!("{:?}", attacks.sources)),
+        );
+        map.insert("steps".into(), serde_json::json!(attacks.steps));
+        map.insert("queries".into(), serde_json::json!(attacks.queries));
+        map.insert(
+            "autoattack".into(),
+            serde_json::json!(format!("{:?}", attacks.autoattack)),
+        );
+        map.insert(
+            "attack_batch".into(),
+            serde_json::json!(attacks.attack_batch),
+        );
+    }
+    Ok(value)
+}
+
+/// The rows of the unsharded run from its shards' parts (`parts[k]`: shard `k + 1`'s rules).
+fn rows_from_shards(
+    args: &PaperArgs,
+    parts: &[Vec<RuleAttacks>],
+) -> Result<Vec<ResultRow>, StudyError> {
+    let Some(first) = parts.first() else {
+        return Err(invalid("shards", 0, "no shard to merge"));
+    };
+    let mut rows = Vec::new();
+    for (k, head) in first.iter().enumerate() {
+        let mine: Vec<&RuleAttacks> = parts
+            .iter()
+            .map(|p| p.get(k).filter(|r| r.rule == head.rule))
+            .collect::<Option<_>>()
+            .ok_or_else(|| invalid("shards", head.rule, "hold different rules"))?;
+        rows.push(clean_row(
+            args,
+            head.rule,
+            Metric::Accuracy,
+            head.clean_accuracy,
+            head.test_examples,
+        ));
+        let join = |pick: fn(&RuleAttacks) -> &Option<Vec<signsym_attacks::EntryReport>>| {
+            let present: Vec<_> = mine.iter().filter_map(|r| pick(r).clone()).collect();
+            if present.is_empty() {
+                Ok(Vec::new())
+            } else {
+                signsym_attacks::merge_entries(&present)
+            }
+        };
+        let suite = join(|r| &r.suite)?;
+        for flag in signsym_attacks::obfuscation_flags(&suite, 0.05) {
+            println!("{}: {flag}", head.rule);
+        }
+        let mut entries = suite;
+        entries.extend(join(|r| &r.autoattack)?);
+        for entry in &entries {
+            rows.extend(ResultRow::from_curve(
+                &entry.curve,
+                args.backbone.key(),
+                &args.dataset.to_string(),
+                &head.rule.to_string(),
+                &entry.name,
+                entry.source,
+            ));
+        }
+    }
+    Ok(rows)
 }
 
 fn robustness_run(
@@ -959,12 +1098,12 @@ fn robustness_run(
         stop: Option<Arc<AtomicBool>>,
     }
     impl Study for Run<'_> {
-        type Output = Vec<ResultRow>;
+        type Output = Vec<RuleAttacks>;
         fn run<M: Backbone>(
             self,
             start: Network<M>,
             view: InputView,
-        ) -> Result<Vec<ResultRow>, StudyError> {
+        ) -> Result<Vec<RuleAttacks>, StudyError> {
             let a = self.attacks;
             let device = start.device()?;
             let all: Vec<usize> = (0..self.test.len()).collect();
@@ -1004,88 +1143,133 @@ fn robustness_run(
                 .with_query_budget(a.queries)
                 .with_seed(self.args.seed)
                 .init()?;
-            let mut rows = Vec::new();
+            // Whole attack batches of the unsharded run: a shard repeats their draws exactly.
+            let unit = a.attack_batch;
+            let shard = a.shard.unwrap_or(Shard::WHOLE);
+            let range = shard.range(labels.len(), unit);
+            let mut out = Vec::new();
             for (rule, net) in &tuned {
                 let model = ViewedModel {
                     model: net,
                     view: &view,
                 };
                 let acc = accuracy(net, &self.test, &view, self.args.batch_size.max(64))?;
-                rows.push(clean_row(
-                    self.args,
-                    *rule,
-                    Metric::Accuracy,
-                    acc,
-                    self.test.len(),
-                ));
-                let report = match self.set {
+                let x = images.clone().slice(range.clone());
+                let y = &labels[range.clone()];
+                let (suite, autoattack) = match self.set {
+                    _ if range.is_empty() => (None, None),
                     AttackSet::GradientClassification => {
-                        let mut suite = RobustnessSuite::new(Norm::Linf, a.epsilons.clone())?;
+                        let mut suite = RobustnessSuite::new(Norm::Linf, a.epsilons.clone())?
+                            .with_batch_size(unit);
                         for attack in [&fgsm as &dyn signsym_attacks::BoundedAttack, &pgd] {
                             for s in &a.sources {
                                 let source = s.source(bp.as_ref())?;
                                 suite = suite.attack(attack, source);
                             }
                         }
-                        let mut report = suite
+                        let report = suite.with_progress(!self.args.quiet).run(&model, &x, y)?;
+                        (Some(report.entries), None)
+                    }
+                    AttackSet::DecisionBased => {
+                        let report = RobustnessSuite::new(Norm::L2, a.epsilons.clone())?
+                            .with_batch_size(unit)
+                            .decision_attack(&hsj)
+                            .decision_attack(&boundary)
                             .with_progress(!self.args.quiet)
-                            .run(&model, &images, &labels)?;
-                        if let Some(aa) = &a.autoattack {
-                            report.entries.extend(aa.entries(
+                            .run(&model, &x, y)?;
+                        (Some(report.entries), None)
+                    }
+                };
+                // AutoAttack attacks the images still robust after each stage together: batch
+                // by batch, so that a shard's batches are the unsharded run's.
+                let autoattack = match (&a.autoattack, self.set) {
+                    (Some(aa), AttackSet::GradientClassification) => {
+                        let aa_range = shard.range(aa.examples.min(labels.len()), unit);
+                        let mut parts = Vec::new();
+                        for begin in aa_range.clone().step_by(unit) {
+                            let batch = begin..(begin + unit).min(aa_range.end);
+                            let subset = AutoAttackSubset {
+                                examples: batch.len(),
+                                ..aa.clone()
+                            };
+                            parts.push(subset.entries(
                                 &model,
-                                &images,
-                                &labels,
+                                &images.clone().slice(batch.clone()),
+                                &labels[batch],
                                 &a.epsilons,
                                 self.args.seed,
                                 !self.args.quiet,
                             )?);
                         }
-                        report
+                        if parts.is_empty() {
+                            None
+                        } else {
+                            Some(signsym_attacks::merge_entries(&parts)?)
+                        }
                     }
-                    AttackSet::DecisionBased => RobustnessSuite::new(Norm::L2, a.epsilons.clone())?
-                        .decision_attack(&hsj)
-                        .decision_attack(&boundary)
-                        .with_progress(!self.args.quiet)
-                        .run(&model, &images, &labels)?,
+                    _ => autoattack,
                 };
-                for entry in &report.entries {
-                    rows.extend(ResultRow::from_curve(
-                        &entry.curve,
-                        self.args.backbone.key(),
-                        &self.args.dataset.to_string(),
-                        &rule.to_string(),
-                        &entry.name,
-                        entry.source,
-                    ));
-                }
-                for flag in &report.obfuscation {
-                    println!("{rule}: {flag}");
-                }
+                out.push(RuleAttacks {
+                    rule: *rule,
+                    clean_accuracy: acc,
+                    test_examples: self.test.len(),
+                    suite,
+                    autoattack,
+                });
             }
-            Ok(rows)
+            Ok(out)
         }
     }
     args.validate()?;
+    if attacks.attack_batch == 0 {
+        return Err(invalid("attack-batch", 0, "must be at least 1"));
+    }
     let out = args.out(example);
-    let (train, test) = classification_data(args)?;
-    let device = args.device.device()?;
-    let [h, _] = train.size();
-    let rows = with_backbone(
-        args,
-        train.channels(),
-        h,
-        &out,
-        &device,
-        Run {
+    let key = format!("{example}-{}-{}", args.backbone.key(), args.dataset);
+    let shards = out.join("shards");
+    let settings = shard_settings(args, attacks)?;
+    let parts: Vec<Vec<RuleAttacks>> = if attacks.merge {
+        read_shards(&shards, &key, &settings)?
+    } else {
+        let (train, test) = classification_data(args)?;
+        let device = args.device.device()?;
+        let [h, _] = train.size();
+        let part = with_backbone(
             args,
-            attacks,
-            set,
-            train,
-            test,
-            out: out.clone(),
-            stop,
-        },
-    )?;
+            train.channels(),
+            h,
+            &out,
+            &device,
+            Run {
+                args,
+                attacks,
+                set,
+                train,
+                test,
+                out: out.clone(),
+                stop,
+            },
+        )?;
+        if let Some(shard) = attacks.shard {
+            let path = shards.join(format!("{key}.{}.json", shard.tag()));
+            write_json(
+                &path,
+                &ShardFile {
+                    shard,
+                    settings,
+                    rules: part,
+                },
+            )?;
+            return Ok(format!(
+                "shard {shard} saved to {}; when all {} are in {}, rerun with --merge",
+                path.display(),
+                shard.count(),
+                shards.display()
+            ));
+        }
+        vec![part]
+    };
+    let rows = rows_from_shards(args, &parts)?;
     let (mine, [svg, png]) = merge_and_plot(&out, args, rows)?;
     Ok(format!(
         "{}\n{}plots: {}, {}",
@@ -1094,6 +1278,69 @@ fn robustness_run(
         svg.display(),
         png.display()
     ))
+}
+
+/// The shards of `key` under `dir`, `1/N … N/N`, each written with `settings`.
+fn read_shards(
+    dir: &std::path::Path,
+    key: &str,
+    settings: &serde_json::Value,
+) -> Result<Vec<Vec<RuleAttacks>>, StudyError> {
+    let listing = std::fs::read_dir(dir).map_err(|e| {
+        invalid(
+            "out",
+            dir.display(),
+            &format!("holds no shards to merge: {e}"),
+        )
+    })?;
+    let prefix = format!("{key}.shard-");
+    let mut found: Vec<Shard> = Vec::new();
+    for entry in listing.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(tag) = name
+            .strip_prefix(&prefix)
+            .and_then(|t| t.strip_suffix(".json"))
+        {
+            found.push(tag.replacen("-of-", "/", 1).parse()?);
+        }
+    }
+    found.sort();
+    let count = found.first().map_or(0, |s| s.count());
+    let expected: Vec<Shard> = (1..=count)
+        .map(|i| Shard::new(i, count))
+        .collect::<Result<_, _>>()?;
+    if count == 0 || found != expected {
+        return Err(invalid(
+            "shards",
+            format!(
+                "{key}: {}",
+                found
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            &format!(
+                "{} needs one file per shard 1/N … N/N of one N",
+                dir.display()
+            ),
+        ));
+    }
+    let mut parts = Vec::new();
+    for shard in found {
+        let path = dir.join(format!("{key}.{}.json", shard.tag()));
+        let file = read_json::<ShardFile>(&path)?
+            .ok_or_else(|| invalid("shard file", path.display(), "vanished while merging"))?;
+        if file.settings != *settings || file.shard != shard {
+            return Err(invalid(
+                "shard file",
+                path.display(),
+                "was written with other settings than these",
+            ));
+        }
+        parts.push(file.rules);
+    }
+    Ok(parts)
 }
 
 /// Figure 2: FGSM and PGD robust accuracy against ε under each gradient source.

@@ -98,3 +98,93 @@ fn bad_command_lines_are_refused() {
     let err = table1_classification(&b, None).unwrap_err().to_string();
     assert!(err.contains("no-coco"), "{err}");
 }
+
+/// Figure 2 and Tables 3–4 in three shards (batches of 4: the 24 attacked images are 6 batches,
+/// AutoAttack's 8 two), merged: the unsharded run's `results.csv`, byte for byte.
+#[test]
+fn robustness_shards_merged_equal_the_unsharded_run() {
+    use signsym::study::Shard;
+    use signsym::study::paper::{
+        AutoAttackSubset, RobustnessArgs, figure2_classification_robustness, table3_4_blackbox,
+    };
+    let _serial = crate::serial();
+    type Entry = fn(
+        &PaperArgs,
+        &RobustnessArgs,
+        Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    ) -> Result<String, signsym::study::StudyError>;
+    let gradient = RobustnessArgs {
+        epsilons: vec![0.0, 0.1, 0.3],
+        steps: 2,
+        autoattack: Some(AutoAttackSubset {
+            examples: 8,
+            steps: 2,
+            targets: 2,
+            queries: 10,
+        }),
+        attack_batch: 4,
+        ..RobustnessArgs::paper()
+    };
+    let decision = RobustnessArgs {
+        epsilons: vec![0.0, 1.0, 3.0],
+        queries: 60,
+        autoattack: None,
+        ..gradient.clone()
+    };
+    for (name, run, attacks) in [
+        (
+            "figure2",
+            figure2_classification_robustness as Entry,
+            gradient,
+        ),
+        ("table3_4", table3_4_blackbox as Entry, decision),
+    ] {
+        let whole_dir = tempfile::tempdir().unwrap();
+        let shard_dir = tempfile::tempdir().unwrap();
+        let setting = |out: &std::path::Path| {
+            let mut a = args(out, "brsf,usf");
+            a.pretrain_examples = 500;
+            a.epochs = 1;
+            a.test_examples = Some(24);
+            a
+        };
+        run(&setting(whole_dir.path()), &attacks, None).unwrap();
+        for i in 1..=3 {
+            let shard = RobustnessArgs {
+                shard: Some(Shard::new(i, 3).unwrap()),
+                ..attacks.clone()
+            };
+            let text = run(&setting(shard_dir.path()), &shard, None).unwrap();
+            assert!(text.contains(&format!("shard {i}/3 saved")), "{text}");
+        }
+        assert!(!shard_dir.path().join("results.csv").exists());
+        let merge = RobustnessArgs {
+            merge: true,
+            ..attacks.clone()
+        };
+        run(&setting(shard_dir.path()), &merge, None).unwrap();
+        let csv = |d: &tempfile::TempDir| std::fs::read(d.path().join("results.csv")).unwrap();
+        assert_eq!(
+            csv(&shard_dir),
+            csv(&whole_dir),
+            "{name}: merged results.csv differs"
+        );
+        assert!(
+            read_csv(&whole_dir.path().join("results.csv"))
+                .unwrap()
+                .len()
+                > 2 * 6
+        );
+
+        // Shards of other settings are refused, not merged.
+        let other = RobustnessArgs {
+            steps: attacks.steps + 1,
+            merge: true,
+            ..attacks.clone()
+        };
+        let err = run(&setting(shard_dir.path()), &other, None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("other settings"), "{name}: {err}");
+    }
+}
