@@ -7,6 +7,10 @@
 //! rounds of the same process (`SIGNSYM_PAIRED_ROUNDS`, default 30; 0 skips) and the median
 //! ratio printed, in CPU time and in wall time (see `support`).
 //!
+//! Also the max pooling of the small CNN (2×2/2 on its first block's 32 × 28 × 28 maps, batch
+//! 32) and of ResNet's stem (3×3/2, padding 1, 64 × 16 × 16), forward + backward: burn's
+//! `max_pool2d` against the extension's op (`signsym::feedback::ops::max_pool2d`).
+//!
 //! `cargo bench --bench feedback_kernels`
 
 mod support;
@@ -105,6 +109,70 @@ fn bench(c: &mut Criterion) {
         &device,
         conv_step,
     );
+    pooling(c, &device);
+}
+
+/// Forward + backward of a max pooling through `ours` (the extension's op) or burn's.
+fn pool_step(
+    ours: bool,
+    shape: [usize; 4],
+    kernel: usize,
+    padding: usize,
+    device: &Device,
+) -> impl FnMut() -> f32 + use<> {
+    let x = Tensor::<4>::random(shape, Distribution::Default, device);
+    let (k, p) = ([kernel; 2], [padding; 2]);
+    move || {
+        let input = x.clone().require_grad();
+        let y = if ours {
+            signsym::feedback::ops::max_pool2d(input.clone(), k, [2, 2], p)
+        } else {
+            burn::tensor::module::max_pool2d(
+                input.clone(),
+                burn::tensor::ops::MaxPoolOptions {
+                    kernel_size: k,
+                    stride: [2, 2],
+                    padding: p.map(|v| (v, v)),
+                    dilation: [1, 1],
+                    ceil_mode: false,
+                },
+            )
+        };
+        let grads = y.sum().backward();
+        input
+            .grad(&grads)
+            .expect("input gradient")
+            .slice([0..1, 0..1, 0..1, 0..1])
+            .into_scalar()
+    }
+}
+
+fn pooling(c: &mut Criterion, device: &Device) {
+    for (name, shape, kernel, padding) in [
+        (
+            "kernel/maxpool2x2_small_cnn_b32_32x28x28",
+            [32, 32, 28, 28],
+            2,
+            0,
+        ),
+        (
+            "kernel/maxpool3x3_resnet_stem_b32_64x16x16",
+            [32, 64, 16, 16],
+            3,
+            1,
+        ),
+    ] {
+        if !support::selected(name) {
+            continue;
+        }
+        let mut group = c.benchmark_group(name);
+        group.sample_size(30);
+        for (label, ours) in [("burn", false), ("signsym", true)] {
+            let mut f = pool_step(ours, shape, kernel, padding, device);
+            group.bench_function(label, |b| b.iter(&mut f));
+        }
+        group.finish();
+    }
 }
 
 criterion_group!(benches, bench);

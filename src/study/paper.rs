@@ -1190,7 +1190,7 @@ fn robustness_run(
                             let batch = begin..(begin + unit).min(aa_range.end);
                             let subset = AutoAttackSubset {
                                 examples: batch.len(),
-                                ..aa.clone()
+                                ..*aa
                             };
                             parts.push(subset.entries(
                                 &model,

@@ -354,6 +354,65 @@ pub trait FeedbackBackend: Backend {
         let _ = (aux, kernel);
         Self::conv_transpose2d(x, weight, bias.into_option(), options)
     }
+
+    /// 2-d max pooling (dilation 1, floor mode), the op the models' pooling layers call: on
+    /// autodiff recorded with [`feedback_max_pool2d_backward`](Self::feedback_max_pool2d_backward)
+    /// as its backward. burn's kernels, except on Flex (see `flex_pool`).
+    fn feedback_max_pool2d(
+        x: FloatTensor<Self>,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+    ) -> FloatTensor<Self> {
+        Self::max_pool2d(x, kernel, stride, padding, [1, 1], false)
+    }
+
+    /// [`feedback_max_pool2d`](Self::feedback_max_pool2d) with, per output, the position of its
+    /// maximum within its input plane, as floats.
+    fn feedback_max_pool2d_with_indices(
+        x: FloatTensor<Self>,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let pooled = Self::max_pool2d_with_indices(
+            x,
+            kernel,
+            stride,
+            padding,
+            [1, 1],
+            false,
+            burn::tensor::IntDType::I64,
+        );
+        (
+            pooled.output,
+            Self::int_into_float(pooled.indices, burn::tensor::FloatDType::F32),
+        )
+    }
+
+    /// The input gradient of a max pooling from its output gradient and the indices of
+    /// [`feedback_max_pool2d_with_indices`](Self::feedback_max_pool2d_with_indices).
+    fn feedback_max_pool2d_backward(
+        x: FloatTensor<Self>,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+        output_grad: FloatTensor<Self>,
+        indices: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let indices = Self::float_into_int(indices, burn::tensor::IntDType::I64);
+        Self::max_pool2d_with_indices_backward(
+            x,
+            kernel,
+            stride,
+            padding,
+            [1, 1],
+            false,
+            output_grad,
+            indices,
+        )
+        .x_grad
+    }
 }
 
 #[cfg(feature = "flex")]
@@ -405,6 +464,86 @@ impl FeedbackBackend for burn::backend::Flex {
                 output_grad,
                 options,
             ),
+        }
+    }
+
+    fn feedback_max_pool2d(
+        x: FloatTensor<Self>,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+    ) -> FloatTensor<Self> {
+        match crate::flex_pool::max_pool2d_with_indices(&x, kernel, stride, padding) {
+            Some((values, _)) => values,
+            None => <Self as burn::backend::ops::ModuleOps<Self>>::max_pool2d(
+                x,
+                kernel,
+                stride,
+                padding,
+                [1, 1],
+                false,
+            ),
+        }
+    }
+
+    fn feedback_max_pool2d_with_indices(
+        x: FloatTensor<Self>,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        match crate::flex_pool::max_pool2d_with_indices(&x, kernel, stride, padding) {
+            Some(pooled) => pooled,
+            None => {
+                let pooled = <Self as burn::backend::ops::ModuleOps<Self>>::max_pool2d_with_indices(
+                    x,
+                    kernel,
+                    stride,
+                    padding,
+                    [1, 1],
+                    false,
+                    burn::tensor::IntDType::I64,
+                );
+                (
+                    pooled.output,
+                    <Self as burn::backend::ops::IntTensorOps<Self>>::int_into_float(
+                        pooled.indices,
+                        burn::tensor::FloatDType::F32,
+                    ),
+                )
+            }
+        }
+    }
+
+    fn feedback_max_pool2d_backward(
+        x: FloatTensor<Self>,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+        output_grad: FloatTensor<Self>,
+        indices: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let s = x.shape();
+        let dims = [s[0], s[1], s[2], s[3]];
+        match crate::flex_pool::max_pool2d_backward(dims, &output_grad, &indices) {
+            Some(dx) => dx,
+            None => {
+                let indices = <Self as burn::backend::ops::FloatTensorOps<Self>>::float_into_int(
+                    indices,
+                    burn::tensor::IntDType::I64,
+                );
+                <Self as burn::backend::ops::ModuleOps<Self>>::max_pool2d_with_indices_backward(
+                    x,
+                    kernel,
+                    stride,
+                    padding,
+                    [1, 1],
+                    false,
+                    output_grad,
+                    indices,
+                )
+                .x_grad
+            }
         }
     }
 }
@@ -535,7 +674,64 @@ fn record<B: FeedbackBackend, C: CheckpointStrategy>(
     }
 }
 
+/// The backward of [`FeedbackBackend::feedback_max_pool2d`] on autodiff: the input (for its
+/// shape), the indices of the forward, the geometry.
+#[derive(Debug)]
+struct MaxPoolBackward;
+
+type PoolState<B> = (NodeId, FloatTensor<B>, [[usize; 2]; 3]);
+
+impl<B: FeedbackBackend> Backward<B, 1> for MaxPoolBackward {
+    type State = PoolState<B>;
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 1>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let [node] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (x_id, indices, [kernel, stride, padding]) = ops.state;
+        if let Some(node) = node {
+            let x = checkpointer.retrieve_node_output::<FloatTensor<B>>(x_id);
+            let dx = B::feedback_max_pool2d_backward(x, kernel, stride, padding, grad, indices);
+            grads.register::<B>(node.id, dx);
+        }
+    }
+}
+
 impl<B: FeedbackBackend, C: CheckpointStrategy> FeedbackBackend for Autodiff<B, C> {
+    fn feedback_max_pool2d(
+        x: FloatTensor<Self>,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+    ) -> FloatTensor<Self> {
+        match MaxPoolBackward
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let x_id = prep.checkpoint(&x);
+                let (output, indices) = B::feedback_max_pool2d_with_indices(
+                    x.into_primitive(),
+                    kernel,
+                    stride,
+                    padding,
+                );
+                prep.finish((x_id, indices, [kernel, stride, padding]), output)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::feedback_max_pool2d(
+                x.into_primitive(),
+                kernel,
+                stride,
+                padding,
+            )),
+        }
+    }
+
     fn feedback_matrix_parts(
         weight: FloatTensor<Self>,
         aux: MaybeTensor<Self>,

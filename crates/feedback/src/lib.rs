@@ -7,6 +7,8 @@ mod error;
 #[cfg(feature = "flex")]
 mod flex_conv;
 #[cfg(feature = "flex")]
+mod flex_pool;
+#[cfg(feature = "flex")]
 mod fused;
 pub mod layers;
 pub mod ops;

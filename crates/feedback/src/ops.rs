@@ -301,7 +301,7 @@ pub fn feedback_conv_transpose2d(
 /// let w = Tensor::<2>::from_floats([[3.0, -4.0], [0.0, 0.0]], &device);
 /// let usf = FeedbackKernel { form: FeedbackForm::Sign, scale: ScaleKind::MatchNorm };
 /// // sign(W) = [[1, -1], [0, 0]], rescaled to ‖W‖ = 5: factor 5/√2.
-/// let v = feedback_matrix(w, None, usf).unwrap().into_data().to_vec::<f32>().unwrap();
+/// let v = feedback_matrix(w, None, usf).unwrap().into_data().try_to_vec::<f32>().unwrap();
 /// let f = 5.0 / 2f32.sqrt();
 /// assert!((v[0] - f).abs() < 1e-5 && (v[1] + f).abs() < 1e-5 && v[2] == 0.0);
 /// ```
@@ -331,4 +331,32 @@ pub fn feedback_matrix<const D: usize>(
         ScaleKind::Unit => v0,
         _ => v0 * wrap::<1>(factor).reshape([1; D]),
     })
+}
+
+/// 2-d max pooling of `x` (`[batch, channels, h, w]`) with windows `kernel`, strides `stride`
+/// and zero-free padding `padding` (padded positions never win; dilation 1, floor mode): burn's
+/// `max_pool2d` to the bit, with a direct kernel forward and backward on Flex, where burn's
+/// generic one dominated the small CNN's step. Differentiable on autodiff devices.
+///
+/// ```
+/// use burn::tensor::{Device, Tensor};
+/// let device = Device::flex().autodiff();
+/// let x = Tensor::<4>::from_floats([[[[1.0, 3.0], [2.0, 0.0]]]], &device).require_grad();
+/// let y = signsym_feedback::ops::max_pool2d(x.clone(), [2, 2], [2, 2], [0, 0]);
+/// assert_eq!(y.clone().into_data().try_to_vec::<f32>().unwrap(), [3.0]);
+/// let dx = x.grad(&y.sum().backward()).unwrap().into_data().try_to_vec::<f32>().unwrap();
+/// assert_eq!(dx, [0.0, 1.0, 0.0, 0.0]);
+/// ```
+pub fn max_pool2d(
+    x: Tensor<4>,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    padding: [usize; 2],
+) -> Tensor<4> {
+    wrap(<Dispatch as FeedbackBackend>::feedback_max_pool2d(
+        x.into_dispatch(),
+        kernel,
+        stride,
+        padding,
+    ))
 }

@@ -122,11 +122,11 @@ impl Backbone for AlexNet {
 
     fn features(&self, input: Tensor<4>) -> Tensor<2> {
         let f = &self.features;
-        let x = self.pool.forward(self.relu.forward(f[0].forward(input)));
-        let x = self.pool.forward(self.relu.forward(f[1].forward(x)));
+        let x = crate::pool::max_pool(&self.pool, self.relu.forward(f[0].forward(input)));
+        let x = crate::pool::max_pool(&self.pool, self.relu.forward(f[1].forward(x)));
         let x = self.relu.forward(f[2].forward(x));
         let x = self.relu.forward(f[3].forward(x));
-        let x = self.pool.forward(self.relu.forward(f[4].forward(x)));
+        let x = crate::pool::max_pool(&self.pool, self.relu.forward(f[4].forward(x)));
         let x = self.avgpool.forward(x).flatten::<2>(1, 3);
         let x = self
             .relu

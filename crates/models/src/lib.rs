@@ -8,6 +8,7 @@ mod checkpoint;
 mod error;
 mod head;
 mod network;
+mod pool;
 pub mod pretrained;
 pub mod resnet;
 pub mod small_cnn;

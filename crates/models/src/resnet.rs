@@ -247,7 +247,7 @@ impl Backbone for ResNet {
             .relu
             .forward(self.bn1.forward(self.conv1.forward(input)));
         if let Some(pool) = &self.maxpool {
-            x = pool.forward(x);
+            x = crate::pool::max_pool(pool, x);
         }
         for block in self
             .layer1

@@ -119,10 +119,8 @@ impl Backbone for SmallCnn {
     }
 
     fn features(&self, input: Tensor<4>) -> Tensor<2> {
-        let x = self
-            .pool
-            .forward(self.relu.forward(self.conv1.forward(input)));
-        let x = self.pool.forward(self.relu.forward(self.conv2.forward(x)));
+        let x = crate::pool::max_pool(&self.pool, self.relu.forward(self.conv1.forward(input)));
+        let x = crate::pool::max_pool(&self.pool, self.relu.forward(self.conv2.forward(x)));
         self.relu.forward(self.fc1.forward(x.flatten::<2>(1, 3)))
     }
 

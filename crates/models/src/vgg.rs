@@ -139,7 +139,7 @@ impl Backbone for Vgg16 {
             for conv in layer.by_ref().take(convs) {
                 x = self.relu.forward(conv.forward(x));
             }
-            x = self.pool.forward(x);
+            x = crate::pool::max_pool(&self.pool, x);
         }
         let x = self.avgpool.forward(x).flatten::<2>(1, 3);
         let x = self

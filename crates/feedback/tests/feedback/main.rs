@@ -4,5 +4,6 @@ mod common;
 mod errors;
 mod feedback_matrix;
 mod gradients;
+mod pooling;
 mod scale;
 mod state;
