@@ -375,7 +375,7 @@ pub fn run(
     stop: Option<Arc<AtomicBool>>,
 ) -> Result<(RobustFinetuneReport, Outputs), StudyError> {
     let (pretrain_accuracy, results) = train_and_attack(config, None, stop, |rule| {
-        Ok(out_json(config, format!("rules/{rule}.json")))
+        config.out.join(format!("rules/{rule}.json"))
     })?;
     let results = results
         .into_iter()
@@ -400,10 +400,9 @@ pub fn run_shard(
     stop: Option<Arc<AtomicBool>>,
 ) -> Result<Vec<RuleShard>, StudyError> {
     let (_, results) = train_and_attack(config, Some(shard), stop, |rule| {
-        Ok(out_json(
-            config,
-            format!("rules/{rule}.{}.json", shard.tag()),
-        ))
+        config
+            .out
+            .join(format!("rules/{rule}.{}.json", shard.tag()))
     })?;
     results
         .into_iter()
@@ -497,10 +496,6 @@ pub fn merge(out: &std::path::Path) -> Result<(RobustFinetuneReport, Outputs), S
     finish(&config, pretrain_accuracy, results)
 }
 
-fn out_json(config: &RobustFinetuneConfig, name: String) -> PathBuf {
-    config.out.join(name)
-}
-
 /// A rule's outcome: a result finished earlier, or this run's attacks on its shard.
 enum Finished {
     Whole(RuleResult),
@@ -513,7 +508,7 @@ fn train_and_attack(
     config: &RobustFinetuneConfig,
     shard: Option<Shard>,
     stop: Option<Arc<AtomicBool>>,
-    rule_path: impl Fn(FeedbackRule) -> Result<PathBuf, StudyError>,
+    rule_path: impl Fn(FeedbackRule) -> PathBuf,
 ) -> Result<(f64, Vec<Finished>), StudyError> {
     config.validate()?;
     let out = &config.out;
@@ -608,7 +603,7 @@ fn train_and_attack(
 
     let mut results = Vec::new();
     for &rule in &config.rules {
-        let path = rule_path(rule)?;
+        let path = rule_path(rule);
         if shard.is_none()
             && let Some(done) = read_json::<RuleResult>(&path)?
         {
