@@ -34,7 +34,7 @@ use super::keys::Metric;
 use super::output::{Machine, ResultRow, read_json, text_table, write_csv, write_json};
 use super::pipeline::train_network;
 use super::plot::plot_panels;
-use super::shard::Shard;
+use super::shard::{Shard, shard_files};
 use super::summary::{robustness_panels, robustness_tables};
 
 /// A backbone by name.
@@ -1286,49 +1286,11 @@ fn read_shards(
     key: &str,
     settings: &serde_json::Value,
 ) -> Result<Vec<Vec<RuleAttacks>>, StudyError> {
-    let listing = std::fs::read_dir(dir).map_err(|e| {
-        invalid(
-            "out",
-            dir.display(),
-            &format!("holds no shards to merge: {e}"),
-        )
-    })?;
-    let prefix = format!("{key}.shard-");
-    let mut found: Vec<Shard> = Vec::new();
-    for entry in listing.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if let Some(tag) = name
-            .strip_prefix(&prefix)
-            .and_then(|t| t.strip_suffix(".json"))
-        {
-            found.push(tag.replacen("-of-", "/", 1).parse()?);
-        }
-    }
-    found.sort();
-    let count = found.first().map_or(0, |s| s.count());
-    let expected: Vec<Shard> = (1..=count)
-        .map(|i| Shard::new(i, count))
-        .collect::<Result<_, _>>()?;
-    if count == 0 || found != expected {
-        return Err(invalid(
-            "shards",
-            format!(
-                "{key}: {}",
-                found
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            &format!(
-                "{} needs one file per shard 1/N … N/N of one N",
-                dir.display()
-            ),
-        ));
-    }
     let mut parts = Vec::new();
-    for shard in found {
-        let path = dir.join(format!("{key}.{}.json", shard.tag()));
+    let files = shard_files(dir, key)?;
+    let count = files.len();
+    for (k, path) in files.into_iter().enumerate() {
+        let shard = Shard::new(k + 1, count)?;
         let file = read_json::<ShardFile>(&path)?
             .ok_or_else(|| invalid("shard file", path.display(), "vanished while merging"))?;
         if file.settings != *settings || file.shard != shard {

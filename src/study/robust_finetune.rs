@@ -38,7 +38,7 @@ use super::output::{
 };
 use super::pipeline::{Method, Training, train_method};
 use super::plot::plot_panels;
-use super::shard::Shard;
+use super::shard::{Shard, shard_files};
 use super::summary::{robustness_panels, robustness_tables};
 use super::{DatasetName, DeviceChoice};
 
@@ -438,53 +438,9 @@ pub fn merge(out: &std::path::Path) -> Result<(RobustFinetuneReport, Outputs), S
         .accuracy;
     let mut results = Vec::new();
     for &rule in &config.rules {
-        let mut shards: Vec<Shard> = Vec::new();
         let dir = out.join("rules");
-        let entries = std::fs::read_dir(&dir).map_err(|e| {
-            invalid(
-                "out",
-                dir.display(),
-                &format!("cannot list the shards: {e}"),
-            )
-        })?;
-        let prefix = format!("{rule}.shard-");
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if let Some(tag) = name
-                .strip_prefix(&prefix)
-                .and_then(|t| t.strip_suffix(".json"))
-            {
-                let shard = tag.replacen("-of-", "/", 1).parse::<Shard>().map_err(|_| {
-                    invalid("shard file", &name, "is not named <rule>.shard-I-of-N.json")
-                })?;
-                shards.push(shard);
-            }
-        }
-        shards.sort();
-        let count = shards.first().map_or(0, |s| s.count());
-        let expected: Vec<Shard> = (1..=count)
-            .map(|i| Shard::new(i, count))
-            .collect::<Result<_, _>>()?;
-        if count == 0 || shards != expected {
-            return Err(invalid(
-                "shards",
-                format!(
-                    "{rule}: {}",
-                    shards
-                        .iter()
-                        .map(|s| s.to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-                &format!(
-                    "{} needs one file per shard 1/N … N/N of one N",
-                    dir.display()
-                ),
-            ));
-        }
-        let mut parts = Vec::with_capacity(count);
-        for shard in shards {
-            let path = dir.join(format!("{rule}.{}.json", shard.tag()));
+        let mut parts = Vec::new();
+        for path in shard_files(&dir, &rule.to_string())? {
             let part = read_json::<RuleShard>(&path)?
                 .ok_or_else(|| invalid("shard file", path.display(), "vanished while merging"))?;
             parts.push(part);

@@ -107,6 +107,56 @@ impl From<Shard> for String {
     }
 }
 
+/// The shard files `<dir>/<key>.shard-I-of-N.json` of one evaluation: their paths for shards
+/// `1/N … N/N` in order, or an error naming the key and the shards found when one is missing,
+/// doubled or of another `N`.
+pub(crate) fn shard_files(
+    dir: &std::path::Path,
+    key: &str,
+) -> Result<Vec<std::path::PathBuf>, StudyError> {
+    let listing = std::fs::read_dir(dir).map_err(|e| {
+        invalid(
+            "out",
+            dir.display(),
+            &format!("holds no shards to merge: {e}"),
+        )
+    })?;
+    let prefix = format!("{key}.shard-");
+    let mut found: Vec<Shard> = Vec::new();
+    for entry in listing.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(tag) = name
+            .strip_prefix(&prefix)
+            .and_then(|t| t.strip_suffix(".json"))
+        {
+            let shard = tag.replacen("-of-", "/", 1).parse::<Shard>().map_err(|_| {
+                invalid("shard file", &name, "is not named <key>.shard-I-of-N.json")
+            })?;
+            found.push(shard);
+        }
+    }
+    found.sort();
+    let count = found.first().map_or(0, |s| s.count());
+    let expected = (1..=count)
+        .map(|i| Shard::new(i, count))
+        .collect::<Result<Vec<_>, _>>()?;
+    if count == 0 || found != expected {
+        let listed: Vec<String> = found.iter().map(|s| s.to_string()).collect();
+        return Err(invalid(
+            "shards",
+            format!("{key}: {}", listed.join(", ")),
+            &format!(
+                "{} needs one file per shard 1/N … N/N of one N",
+                dir.display()
+            ),
+        ));
+    }
+    Ok(found
+        .iter()
+        .map(|s| dir.join(format!("{key}.{}.json", s.tag())))
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
