@@ -473,8 +473,8 @@ impl FeedbackBackend for burn::backend::Flex {
         stride: [usize; 2],
         padding: [usize; 2],
     ) -> FloatTensor<Self> {
-        match crate::flex_pool::max_pool2d_with_indices(&x, kernel, stride, padding) {
-            Some((values, _)) => values,
+        match crate::flex_pool::max_pool2d(&x, kernel, stride, padding) {
+            Some(values) => values,
             None => <Self as burn::backend::ops::ModuleOps<Self>>::max_pool2d(
                 x,
                 kernel,

@@ -79,52 +79,87 @@ fn dims4(t: &FlexTensor) -> Option<[usize; 4]> {
     (s.num_dims() == 4).then(|| [s[0], s[1], s[2], s[3]])
 }
 
-/// Max pooling of `x` (`[batch, channels, h, w]`, f32): the pooled values and, per output, the
-/// position of its maximum within its input plane (as `f32`, burn's layout).
+/// Max pooling of `x` (`[batch, channels, h, w]`, f32): the pooled values.
+pub(crate) fn max_pool2d(
+    x: &FlexTensor,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    pad: [usize; 2],
+) -> Option<FlexTensor> {
+    pool(x, kernel, stride, pad, false).map(|(values, _)| values)
+}
+
+/// [`max_pool2d`] and, per output, the position of its maximum within its input plane (as
+/// `f32`, burn's layout): the forward of a differentiated pooling.
 pub(crate) fn max_pool2d_with_indices(
     x: &FlexTensor,
     kernel: [usize; 2],
     stride: [usize; 2],
     pad: [usize; 2],
 ) -> Option<(FlexTensor, FlexTensor)> {
+    let (values, indices) = pool(x, kernel, stride, pad, true)?;
+    Some((values, indices?))
+}
+
+/// The values, and the indices when `with_indices`.
+fn pool(
+    x: &FlexTensor,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    pad: [usize; 2],
+    with_indices: bool,
+) -> Option<(FlexTensor, Option<FlexTensor>)> {
     let dims = dims4(x)?;
     let pool = Pool::new(dims, kernel, stride, pad)?;
     let xs = x.as_slice::<f32>()?;
     let (plane_in, plane_out) = (pool.height * pool.width, pool.out[0] * pool.out[1]);
-    let mut values = vec![0.0f32; pool.planes * plane_out];
-    let mut indices = vec![0.0f32; pool.planes * plane_out];
-    values
-        .par_chunks_mut(plane_out.max(1))
-        .zip(indices.par_chunks_mut(plane_out.max(1)))
-        .enumerate()
-        .for_each(|(p, (vals, idxs))| {
-            let plane = &xs[p * plane_in..(p + 1) * plane_in];
-            let mut k = 0;
-            for oh in 0..pool.out[0] {
-                let (h0, h1) = pool.window(0, oh);
-                for ow in 0..pool.out[1] {
-                    let (w0, w1) = pool.window(1, ow);
-                    let mut best = f32::NEG_INFINITY;
-                    let mut at = usize::MAX;
-                    for ih in h0..h1 {
-                        let row = &plane[ih * pool.width + w0..ih * pool.width + w1];
-                        for (j, &v) in row.iter().enumerate() {
-                            if at == usize::MAX || v > best || v.is_nan() {
-                                best = v;
-                                at = ih * pool.width + w0 + j;
-                            }
+    let chunk = plane_out.max(1);
+    let pool_plane = |p: usize, vals: &mut [f32], mut idxs: Option<&mut [f32]>| {
+        let plane = &xs[p * plane_in..(p + 1) * plane_in];
+        let mut k = 0;
+        for oh in 0..pool.out[0] {
+            let (h0, h1) = pool.window(0, oh);
+            for ow in 0..pool.out[1] {
+                let (w0, w1) = pool.window(1, ow);
+                let mut best = f32::NEG_INFINITY;
+                let mut at = usize::MAX;
+                for ih in h0..h1 {
+                    let row = &plane[ih * pool.width + w0..ih * pool.width + w1];
+                    for (j, &v) in row.iter().enumerate() {
+                        if at == usize::MAX || v > best || v.is_nan() {
+                            best = v;
+                            at = ih * pool.width + w0 + j;
                         }
                     }
-                    vals[k] = best;
-                    idxs[k] = at as f32;
-                    k += 1;
                 }
+                vals[k] = best;
+                if let Some(idxs) = idxs.as_deref_mut() {
+                    idxs[k] = at as f32;
+                }
+                k += 1;
             }
-        });
+        }
+    };
+    let mut values = vec![0.0f32; pool.planes * plane_out];
+    let indices = if with_indices {
+        let mut indices = vec![0.0f32; pool.planes * plane_out];
+        values
+            .par_chunks_mut(chunk)
+            .zip(indices.par_chunks_mut(chunk))
+            .enumerate()
+            .for_each(|(p, (vals, idxs))| pool_plane(p, vals, Some(idxs)));
+        Some(indices)
+    } else {
+        values
+            .par_chunks_mut(chunk)
+            .enumerate()
+            .for_each(|(p, vals)| pool_plane(p, vals, None));
+        None
+    };
     let out_dims = [dims[0], dims[1], pool.out[0], pool.out[1]];
     Some((
         FlexTensor::from_data(TensorData::new(values, out_dims)),
-        FlexTensor::from_data(TensorData::new(indices, out_dims)),
+        indices.map(|i| FlexTensor::from_data(TensorData::new(i, out_dims))),
     ))
 }
 
