@@ -34,7 +34,7 @@ use super::keys::Metric;
 use super::output::{Machine, ResultRow, read_json, text_table, write_csv, write_json};
 use super::pipeline::train_network;
 use super::plot::plot_panels;
-use super::shard::{Shard, shard_files};
+use super::shard::{Shard, merge_groups, obfuscation, shard_files};
 use super::summary::{robustness_panels, robustness_tables};
 
 /// A backbone by name.
@@ -890,8 +890,12 @@ impl AutoAttackSubset {
             .init()?)
     }
 
-    /// The suite (exact gradient, L∞) on the first `examples` of `images` at every ε: its
-    /// robustness entries, none when `examples` is 0.
+    /// The suite (exact gradient, L∞) at every ε on `shard`'s part of the first `examples` of
+    /// `images`, batch by batch of `unit` images: its robustness entries with per-sample
+    /// outcomes, `None` when the shard holds none of them. AutoAttack attacks the images still
+    /// robust after each stage together, so only batch by batch is a shard's run the unsharded
+    /// run's.
+    #[allow(clippy::too_many_arguments)]
     pub fn entries(
         &self,
         model: &dyn signsym_attacks::AttackModel,
@@ -900,17 +904,25 @@ impl AutoAttackSubset {
         epsilons: &[f64],
         seed: u64,
         progress: bool,
-    ) -> Result<Vec<signsym_attacks::EntryReport>, StudyError> {
-        let m = self.examples.min(labels.len());
-        if m == 0 {
-            return Ok(Vec::new());
-        }
+        shard: Shard,
+        unit: usize,
+    ) -> Result<Option<Vec<signsym_attacks::EntryReport>>, StudyError> {
         let suite = self.init(seed)?;
-        Ok(RobustnessSuite::new(Norm::Linf, epsilons.to_vec())?
-            .autoattack(&suite, GradientSource::Exact)
-            .with_progress(progress)
-            .run(model, &images.clone().slice(0..m), &labels[..m])?
-            .entries)
+        let mut parts = Vec::new();
+        for batch in shard.batches(self.examples.min(labels.len()), unit) {
+            parts.push(Some(
+                RobustnessSuite::new(Norm::Linf, epsilons.to_vec())?
+                    .autoattack(&suite, GradientSource::Exact)
+                    .with_progress(progress)
+                    .run(model, &images.clone().slice(batch.clone()), &labels[batch])?
+                    .entries,
+            ));
+        }
+        Ok(if parts.is_empty() {
+            None
+        } else {
+            Some(merge_groups(&parts)?)
+        })
     }
 }
 
@@ -1034,6 +1046,7 @@ fn shard_settings(
 /// The rows of the unsharded run from its shards' parts (`parts[k]`: shard `k + 1`'s rules).
 fn rows_from_shards(
     args: &PaperArgs,
+    epsilons: &[f64],
     parts: &[Vec<RuleAttacks>],
 ) -> Result<Vec<ResultRow>, StudyError> {
     let Some(first) = parts.first() else {
@@ -1053,20 +1066,12 @@ fn rows_from_shards(
             head.clean_accuracy,
             head.test_examples,
         ));
-        let join = |pick: fn(&RuleAttacks) -> &Option<Vec<signsym_attacks::EntryReport>>| {
-            let present: Vec<_> = mine.iter().filter_map(|r| pick(r).clone()).collect();
-            if present.is_empty() {
-                Ok(Vec::new())
-            } else {
-                signsym_attacks::merge_entries(&present)
-            }
-        };
-        let suite = join(|r| &r.suite)?;
-        for flag in signsym_attacks::obfuscation_flags(&suite, 0.05) {
+        let suite = merge_groups(mine.iter().map(|r| &r.suite))?;
+        for flag in obfuscation(&suite, epsilons) {
             println!("{}: {flag}", head.rule);
         }
         let mut entries = suite;
-        entries.extend(join(|r| &r.autoattack)?);
+        entries.extend(merge_groups(mine.iter().map(|r| &r.autoattack))?);
         for entry in &entries {
             rows.extend(ResultRow::from_curve(
                 &entry.curve,
@@ -1156,8 +1161,8 @@ fn robustness_run(
                 let acc = accuracy(net, &self.test, &view, self.args.batch_size.max(64))?;
                 let x = images.clone().slice(range.clone());
                 let y = &labels[range.clone()];
-                let (suite, autoattack) = match self.set {
-                    _ if range.is_empty() => (None, None),
+                let suite = match self.set {
+                    _ if range.is_empty() => None,
                     AttackSet::GradientClassification => {
                         let mut suite = RobustnessSuite::new(Norm::Linf, a.epsilons.clone())?
                             .with_batch_size(unit);
@@ -1168,7 +1173,7 @@ fn robustness_run(
                             }
                         }
                         let report = suite.with_progress(!self.args.quiet).run(&model, &x, y)?;
-                        (Some(report.entries), None)
+                        Some(report.entries)
                     }
                     AttackSet::DecisionBased => {
                         let report = RobustnessSuite::new(Norm::L2, a.epsilons.clone())?
@@ -1177,37 +1182,21 @@ fn robustness_run(
                             .decision_attack(&boundary)
                             .with_progress(!self.args.quiet)
                             .run(&model, &x, y)?;
-                        (Some(report.entries), None)
+                        Some(report.entries)
                     }
                 };
-                // AutoAttack attacks the images still robust after each stage together: batch
-                // by batch, so that a shard's batches are the unsharded run's.
                 let autoattack = match (&a.autoattack, self.set) {
-                    (Some(aa), AttackSet::GradientClassification) => {
-                        let aa_range = shard.range(aa.examples.min(labels.len()), unit);
-                        let mut parts = Vec::new();
-                        for begin in aa_range.clone().step_by(unit) {
-                            let batch = begin..(begin + unit).min(aa_range.end);
-                            let subset = AutoAttackSubset {
-                                examples: batch.len(),
-                                ..*aa
-                            };
-                            parts.push(subset.entries(
-                                &model,
-                                &images.clone().slice(batch.clone()),
-                                &labels[batch],
-                                &a.epsilons,
-                                self.args.seed,
-                                !self.args.quiet,
-                            )?);
-                        }
-                        if parts.is_empty() {
-                            None
-                        } else {
-                            Some(signsym_attacks::merge_entries(&parts)?)
-                        }
-                    }
-                    _ => autoattack,
+                    (Some(aa), AttackSet::GradientClassification) => aa.entries(
+                        &model,
+                        &images,
+                        &labels,
+                        &a.epsilons,
+                        self.args.seed,
+                        !self.args.quiet,
+                        shard,
+                        unit,
+                    )?,
+                    _ => None,
                 };
                 out.push(RuleAttacks {
                     rule: *rule,
@@ -1269,7 +1258,7 @@ fn robustness_run(
         }
         vec![part]
     };
-    let rows = rows_from_shards(args, &parts)?;
+    let rows = rows_from_shards(args, &attacks.epsilons, &parts)?;
     let (mine, [svg, png]) = merge_and_plot(&out, args, rows)?;
     Ok(format!(
         "{}\n{}plots: {}, {}",

@@ -22,7 +22,6 @@ use serde::{Deserialize, Serialize};
 use signsym_attacks::{
     EntryReport, Fgsm, GradientAlignment, GradientSource, HopSkipJumpConfig, InputBox, Norm,
     ObfuscationFlag, PgdConfig, RobustnessSuite, SourceKind, attack_mode, gradient_alignment,
-    merge_entries, obfuscation_flags, worst_case_flags,
 };
 use signsym_feedback::FeedbackRule;
 use signsym_losses::CrossEntropyConfig;
@@ -38,13 +37,9 @@ use super::output::{
 };
 use super::pipeline::{Method, Training, train_method};
 use super::plot::plot_panels;
-use super::shard::{Shard, shard_files};
+use super::shard::{OBFUSCATION_MARGIN, Shard, merge_groups, obfuscation, shard_files};
 use super::summary::{robustness_panels, robustness_tables};
 use super::{DatasetName, DeviceChoice};
-
-/// How far robust accuracy under the model's own gradient may exceed the exact gradient's before
-/// the budget is flagged as obfuscated (the suite's default).
-const OBFUSCATION_MARGIN: f64 = 0.05;
 
 /// Settings of the main job. The defaults finish in under ten minutes on two CPU cores.
 ///
@@ -262,28 +257,11 @@ impl RuleShard {
                 );
             }
         }
-        let join = |pick: fn(&RuleShard) -> &Option<Vec<EntryReport>>| {
-            let present: Vec<Vec<EntryReport>> =
-                parts.iter().filter_map(|p| pick(p).clone()).collect();
-            if present.is_empty() {
-                Ok(Vec::new())
-            } else {
-                merge_entries(&present)
-            }
-        };
-        let gradient = join(|p| &p.gradient)?;
-        let per_sample: Vec<Vec<Vec<bool>>> =
-            gradient.iter().map(|e| e.per_sample.clone()).collect();
-        let mut obfuscation = obfuscation_flags(&gradient, OBFUSCATION_MARGIN);
-        obfuscation.extend(worst_case_flags(
-            &gradient,
-            &per_sample,
-            epsilons,
-            OBFUSCATION_MARGIN,
-        ));
+        let gradient = merge_groups(parts.iter().map(|p| &p.gradient))?;
+        let obfuscation = obfuscation(&gradient, epsilons);
         let mut entries = gradient;
-        entries.extend(join(|p| &p.decision)?);
-        entries.extend(join(|p| &p.autoattack)?);
+        entries.extend(merge_groups(parts.iter().map(|p| &p.decision))?);
+        entries.extend(merge_groups(parts.iter().map(|p| &p.autoattack))?);
         // The curves keep the counts; the per-sample outcomes stay in the shard files.
         for entry in &mut entries {
             entry.per_sample.clear();
@@ -374,18 +352,14 @@ pub fn run(
     config: &RobustFinetuneConfig,
     stop: Option<Arc<AtomicBool>>,
 ) -> Result<(RobustFinetuneReport, Outputs), StudyError> {
-    let (pretrain_accuracy, results) = train_and_attack(config, None, stop, |rule| {
-        config.out.join(format!("rules/{rule}.json"))
-    })?;
-    let results = results
-        .into_iter()
-        .map(|r| match r {
-            Finished::Whole(result) => Ok(result),
-            Finished::Shard(part) => {
-                RuleShard::combine(std::slice::from_ref(&part), &config.epsilons)
-            }
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let (pretrain_accuracy, results) = train_and_attack(
+        config,
+        Shard::WHOLE,
+        stop,
+        |rule| config.out.join(format!("rules/{rule}.json")),
+        // The whole run keeps the rule's result; its per-sample outcomes are not kept.
+        |part| RuleShard::combine(std::slice::from_ref(&part), &config.epsilons),
+    )?;
     finish(config, pretrain_accuracy, results)
 }
 
@@ -399,18 +373,18 @@ pub fn run_shard(
     shard: Shard,
     stop: Option<Arc<AtomicBool>>,
 ) -> Result<Vec<RuleShard>, StudyError> {
-    let (_, results) = train_and_attack(config, Some(shard), stop, |rule| {
-        config
-            .out
-            .join(format!("rules/{rule}.{}.json", shard.tag()))
-    })?;
-    results
-        .into_iter()
-        .map(|r| match r {
-            Finished::Shard(part) => Ok(part),
-            Finished::Whole(_) => Err(invalid("shard", shard, "found a whole result")),
-        })
-        .collect()
+    let (_, parts) = train_and_attack(
+        config,
+        shard,
+        stop,
+        |rule| {
+            config
+                .out
+                .join(format!("rules/{rule}.{}.json", shard.tag()))
+        },
+        Ok,
+    )?;
+    Ok(parts)
 }
 
 /// Joins the shards in `out/rules/` (every rule of `out/settings.json`, shards `1/N … N/N`)
@@ -436,9 +410,9 @@ pub fn merge(out: &std::path::Path) -> Result<(RobustFinetuneReport, Outputs), S
             )
         })?
         .accuracy;
+    let dir = out.join("rules");
     let mut results = Vec::new();
     for &rule in &config.rules {
-        let dir = out.join("rules");
         let mut parts = Vec::new();
         for path in shard_files(&dir, &rule.to_string())? {
             let part = read_json::<RuleShard>(&path)?
@@ -452,20 +426,15 @@ pub fn merge(out: &std::path::Path) -> Result<(RobustFinetuneReport, Outputs), S
     finish(&config, pretrain_accuracy, results)
 }
 
-/// A rule's outcome: a result finished earlier, or this run's attacks on its shard.
-enum Finished {
-    Whole(RuleResult),
-    Shard(RuleShard),
-}
-
-/// Pre-training, then per rule: fine-tuning, clean accuracy and the attacks on `shard` (all
-/// images when `None`), each rule's outcome saved at `rule_path(rule)`; a saved one is loaded.
-fn train_and_attack(
+/// Pre-training, then per rule: fine-tuning, clean accuracy and the attacks on `shard`, kept as
+/// `keep(part)` at `rule_path(rule)`; a rule whose file is there is loaded instead.
+fn train_and_attack<T: Serialize + serde::de::DeserializeOwned>(
     config: &RobustFinetuneConfig,
-    shard: Option<Shard>,
+    shard: Shard,
     stop: Option<Arc<AtomicBool>>,
     rule_path: impl Fn(FeedbackRule) -> PathBuf,
-) -> Result<(f64, Vec<Finished>), StudyError> {
+    keep: impl Fn(RuleShard) -> Result<T, StudyError>,
+) -> Result<(f64, Vec<T>), StudyError> {
     config.validate()?;
     let out = &config.out;
     let settings_path = out.join("settings.json");
@@ -560,21 +529,9 @@ fn train_and_attack(
     let mut results = Vec::new();
     for &rule in &config.rules {
         let path = rule_path(rule);
-        if shard.is_none()
-            && let Some(done) = read_json::<RuleResult>(&path)?
-        {
-            println!(
-                "{rule}: finished earlier (clean accuracy {:.4}), skipped",
-                done.clean_accuracy
-            );
-            results.push(Finished::Whole(done));
-            continue;
-        }
-        if let Some(s) = shard
-            && let Some(done) = read_json::<RuleShard>(&path)?
-        {
-            println!("{rule}: shard {s} finished earlier, skipped");
-            results.push(Finished::Shard(done));
+        if let Some(done) = read_json::<T>(&path)? {
+            println!("{rule}: finished earlier ({}), skipped", path.display());
+            results.push(done);
             continue;
         }
         if stopped() {
@@ -608,14 +565,13 @@ fn train_and_attack(
         })?;
         let last = history.last();
         let clean_accuracy = accuracy(&network, &test, &view, 500)?;
-        let part = shard.unwrap_or(Shard::WHOLE);
         println!(
             "{rule}: clean accuracy {clean_accuracy:.4} on {} test images; attacking{}",
             test.len(),
-            if shard.is_some() {
-                format!(" shard {part}")
-            } else {
+            if shard == Shard::WHOLE {
                 String::new()
+            } else {
+                format!(" shard {shard}")
             }
         );
         let started = Instant::now();
@@ -625,12 +581,12 @@ fn train_and_attack(
             &model,
             &attack_images,
             &attack_labels,
-            part,
+            shard,
             &device,
         )?;
         let result = RuleShard {
             rule,
-            shard: part,
+            shard,
             train_loss: last.map_or(f64::NAN, |e| e.train_loss),
             train_seconds: history.iter().map(|e| e.seconds).sum(),
             clean_accuracy,
@@ -642,14 +598,9 @@ fn train_and_attack(
             attack_seconds: started.elapsed().as_secs_f64(),
             machine: Machine::current(),
         };
-        if shard.is_some() {
-            write_json(&path, &result)?;
-            results.push(Finished::Shard(result));
-        } else {
-            let whole = RuleShard::combine(std::slice::from_ref(&result), &config.epsilons)?;
-            write_json(&path, &whole)?;
-            results.push(Finished::Whole(whole));
-        }
+        let kept = keep(result)?;
+        write_json(&path, &kept)?;
+        results.push(kept);
     }
     Ok((pretrain_accuracy, results))
 }
@@ -701,11 +652,10 @@ fn attack_rule<M: signsym_models::Backbone>(
             .run(model, &x, &labels[range.clone()])?;
         // Per batch, as the attacks, so a shard's cosines are the unsharded run's.
         let mut cosines = Vec::with_capacity(range.len());
-        for start in range.clone().step_by(unit) {
-            let batch = start..(start + unit).min(range.end);
+        for batch in shard.batches(n, unit) {
             // brSF draws its feedback from the device: seeded by the batch, not by what ran before.
             device.seed(signsym_feedback::splitmix64(
-                config.seed.wrapping_add(start as u64),
+                config.seed.wrapping_add(batch.start as u64),
             ));
             cosines.extend(
                 gradient_alignment(model, &images.clone().slice(batch.clone()), &labels[batch])?
@@ -734,32 +684,23 @@ fn attack_rule<M: signsym_models::Backbone>(
     };
 
     // A reduced suite on a subset (the settings say how reduced): the reference one costs about
-    // 50× more model calls per image. Run per batch: AutoAttack attacks the images still robust
-    // after each stage together, so only batch by batch is a shard's run the unsharded run's.
-    let aa_range = shard.range(config.autoattack_examples.min(n), unit);
-    let mut aa_parts = Vec::new();
-    for start in aa_range.clone().step_by(unit) {
-        let batch = start..(start + unit).min(aa_range.end);
-        let subset = super::paper::AutoAttackSubset {
-            examples: batch.len(),
-            steps: config.autoattack_steps,
-            targets: config.autoattack_targets,
-            queries: config.autoattack_queries,
-        };
-        aa_parts.push(subset.entries(
-            model,
-            &images.clone().slice(batch.clone()),
-            &labels[batch],
-            &config.epsilons,
-            config.seed,
-            config.progress,
-        )?);
+    // 50× more model calls per image.
+    let autoattack = super::paper::AutoAttackSubset {
+        examples: config.autoattack_examples,
+        steps: config.autoattack_steps,
+        targets: config.autoattack_targets,
+        queries: config.autoattack_queries,
     }
-    let autoattack = if aa_parts.is_empty() {
-        None
-    } else {
-        Some(merge_entries(&aa_parts)?)
-    };
+    .entries(
+        model,
+        images,
+        labels,
+        &config.epsilons,
+        config.seed,
+        config.progress,
+        shard,
+        unit,
+    )?;
     Ok(ShardAttacks {
         gradient,
         decision,

@@ -6,8 +6,15 @@ use std::ops::Range;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+use signsym_attacks::{
+    EntryReport, ObfuscationFlag, merge_entries, obfuscation_flags, worst_case_flags,
+};
 
 use super::error::{StudyError, invalid};
+
+/// How far robust accuracy under the model's own gradient may exceed a reference source's
+/// before a budget is flagged as obfuscated (the attack suite's default).
+pub(crate) const OBFUSCATION_MARGIN: f64 = 0.05;
 
 /// Part `index` (from 1) of `count` of an evaluation's images, written `I/N`.
 ///
@@ -68,6 +75,16 @@ impl Shard {
         (first * unit).min(n)..(last * unit).min(n)
     }
 
+    /// This shard's batches of `unit` images among `n`, in order (the unsharded run's batches).
+    pub fn batches(&self, n: usize, unit: usize) -> impl Iterator<Item = Range<usize>> {
+        let range = self.range(n, unit);
+        let unit = unit.max(1);
+        range
+            .clone()
+            .step_by(unit)
+            .map(move |start| start..(start + unit).min(range.end))
+    }
+
     /// `shard-I-of-N`, the file-name tag of this shard's outputs.
     pub fn tag(&self) -> String {
         format!("shard-{}-of-{}", self.index, self.count)
@@ -105,6 +122,33 @@ impl From<Shard> for String {
     fn from(shard: Shard) -> Self {
         shard.to_string()
     }
+}
+
+/// One group of entries (one attack suite's) from the shards, in order, merged: the shards
+/// without images for it hold `None`; empty when none holds it.
+pub(crate) fn merge_groups<'a>(
+    groups: impl IntoIterator<Item = &'a Option<Vec<EntryReport>>>,
+) -> Result<Vec<EntryReport>, StudyError> {
+    let present: Vec<Vec<EntryReport>> = groups.into_iter().flatten().cloned().collect();
+    if present.is_empty() {
+        Ok(Vec::new())
+    } else {
+        Ok(merge_entries(&present)?)
+    }
+}
+
+/// The flags the attack suite raises for its (merged) entries at `epsilons`: per attack, and
+/// for the per-sample worst case of the feedback-gradient entries.
+pub(crate) fn obfuscation(entries: &[EntryReport], epsilons: &[f64]) -> Vec<ObfuscationFlag> {
+    let per_sample: Vec<Vec<Vec<bool>>> = entries.iter().map(|e| e.per_sample.clone()).collect();
+    let mut flags = obfuscation_flags(entries, OBFUSCATION_MARGIN);
+    flags.extend(worst_case_flags(
+        entries,
+        &per_sample,
+        epsilons,
+        OBFUSCATION_MARGIN,
+    ));
+    flags
 }
 
 /// The shard files `<dir>/<key>.shard-I-of-N.json` of one evaluation: their paths for shards
@@ -185,6 +229,10 @@ mod tests {
         // Fewer units than shards: some shards are empty, none is split.
         assert_eq!(Shard::new(1, 2).unwrap().range(20, 64), 0..0);
         assert_eq!(Shard::new(2, 2).unwrap().range(20, 64), 0..20);
+        let batches: Vec<Range<usize>> = Shard::new(2, 3).unwrap().batches(10, 2).collect();
+        assert_eq!(batches, [2..4, 4..6]);
+        let last: Vec<Range<usize>> = Shard::new(3, 3).unwrap().batches(11, 4).collect();
+        assert_eq!(last, vec![8..11; 1]);
     }
 
     #[test]
