@@ -10,7 +10,7 @@
 use clap::Parser;
 use signsym::attacks::PAPER_EPSILONS;
 use signsym::study::paper::{
-    PaperArgs, RobustnessArgs, SourceChoice, figure3_retrieval_robustness,
+    PaperArgs, RobustnessArgs, ShardArgs, SourceChoice, figure3_retrieval_robustness,
 };
 
 #[derive(Parser, Debug)]
@@ -18,6 +18,8 @@ use signsym::study::paper::{
 struct Args {
     #[command(flatten)]
     paper: PaperArgs,
+    #[command(flatten)]
+    sharding: ShardArgs,
     /// Code length.
     #[arg(long, default_value_t = 32)]
     bits: usize,
@@ -47,7 +49,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         sources: args.sources,
         steps: args.steps,
         ..RobustnessArgs::paper()
-    };
+    }
+    .with_sharding(args.sharding);
     let stop = signsym::study::stop_on_ctrl_c()?;
     let text =
         figure3_retrieval_robustness(&args.paper, &attacks, args.bits, args.top_k, Some(stop))?;

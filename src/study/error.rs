@@ -68,6 +68,17 @@ pub enum StudyError {
     },
 }
 
+impl StudyError {
+    /// This error, an interruption reported with the run's output directory `out` (what a
+    /// rerun resumes) instead of the inner training's.
+    pub(crate) fn resumed_from(self, out: &std::path::Path) -> Self {
+        match self {
+            Self::Interrupted { .. } => Self::Interrupted { out: out.into() },
+            other => other,
+        }
+    }
+}
+
 pub(crate) fn invalid(
     name: &'static str,
     value: impl std::fmt::Display,

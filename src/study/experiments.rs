@@ -10,6 +10,7 @@ use std::sync::atomic::AtomicBool;
 
 use serde::{Deserialize, Serialize};
 use signsym_feedback::FeedbackRule;
+use signsym_feedback::random::with_device_seed;
 use signsym_models::{Network, SmallCnn, SmallCnnConfig, Task};
 
 use super::datasets::{
@@ -17,9 +18,11 @@ use super::datasets::{
 };
 use super::device::DeviceChoice;
 use super::error::{StudyError, at_least_one, invalid};
+use super::evaluation::{Evaluation, EvaluationPart, evaluate};
 use super::output::{ResultRow, read_json, write_atomic, write_csv, write_json};
 use super::paper::{parse_dataset, parse_device};
-use super::pipeline::{Method, Training, train_method};
+use super::pipeline::{Method, RowBase, Training, train_method};
+use super::shard::{Shard, shard_files};
 
 /// The settings every training-method experiment takes.
 #[derive(Clone, Debug, PartialEq, clap::Args, Serialize, Deserialize)]
@@ -80,10 +83,99 @@ pub struct ExperimentArgs {
     /// No progress bars.
     #[arg(long)]
     pub quiet: bool,
+    /// Attack batches and sharded evaluation.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub sharding: ShardFlags,
+}
+
+/// The flags of sharded evaluation the experiments share: the attack batch (which decides the
+/// numbers, so it is recorded with the settings) and which part to run (which does not).
+#[derive(Clone, Debug, PartialEq, clap::Args, Serialize, Deserialize)]
+pub struct ShardFlags {
+    /// Images per attack batch, also the unit `--shard` splits the attacked images in.
+    #[arg(long, default_value_t = 250)]
+    #[serde(default = "default_attack_batch")]
+    pub attack_batch: usize,
+    /// Attack only part I of N of the attacked images (every network is still trained, or
+    /// loaded from the checkpoints in `--out`); the per-image outcomes go to
+    /// `<out>/shards/`.
+    #[arg(long, value_name = "I/N")]
+    #[serde(skip)]
+    pub shard: Option<Shard>,
+    /// Join the N shards under `<out>/shards/` into the tables of the unsharded run (nothing
+    /// is attacked; networks are loaded from the checkpoints in `--out` where a measure needs
+    /// them).
+    #[arg(long, conflicts_with = "shard")]
+    #[serde(skip)]
+    pub merge: bool,
+}
+
+impl Default for ShardFlags {
+    fn default() -> Self {
+        Self {
+            attack_batch: default_attack_batch(),
+            shard: None,
+            merge: false,
+        }
+    }
+}
+
+impl ShardFlags {
+    /// Which part of the evaluation this run does.
+    pub fn sharding(&self) -> Sharding {
+        Sharding::from_flags(self.shard, self.merge)
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), StudyError> {
+        if self.attack_batch == 0 {
+            return Err(invalid("attack-batch", 0, "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+fn default_attack_batch() -> usize {
+    250
+}
+
+/// Which part of an evaluation a run does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sharding {
+    /// All of it.
+    Whole,
+    /// One shard, saved for a later merge.
+    Part(Shard),
+    /// None: the saved shards are joined.
+    Merge,
+}
+
+impl Sharding {
+    /// From the `--shard` and `--merge` flags.
+    pub fn from_flags(shard: Option<Shard>, merge: bool) -> Self {
+        match (shard, merge) {
+            (_, true) => Self::Merge,
+            (Some(s), false) => Self::Part(s),
+            (None, false) => Self::Whole,
+        }
+    }
+
+    /// For a shard run, the line that says where its outcomes went (it writes no tables).
+    pub fn notice(&self, out: &Path) -> Option<String> {
+        match self {
+            Self::Part(shard) => Some(format!(
+                "shard {shard} saved under {}; when all {} are there, rerun with --merge",
+                out.join("shards").display(),
+                shard.count()
+            )),
+            _ => None,
+        }
+    }
 }
 
 impl ExperimentArgs {
     pub(crate) fn validate(&self) -> Result<(), StudyError> {
+        self.sharding.validate()?;
         if self.rules.is_empty() {
             return Err(invalid("rules", "[]", "name at least one rule"));
         }
@@ -103,6 +195,20 @@ impl ExperimentArgs {
             return Err(invalid("lr", self.lr, "must be positive"));
         }
         Ok(())
+    }
+
+    /// Which part of the evaluation this run does.
+    pub fn sharding(&self) -> Sharding {
+        self.sharding.sharding()
+    }
+
+    /// PGD with the exact gradient at `--epsilon` (`--eval-steps` steps, Madry's random start)
+    /// in batches of `--attack-batch`.
+    pub fn evaluation(&self) -> Evaluation {
+        Evaluation {
+            attack_batch: self.sharding.attack_batch,
+            ..Evaluation::exact_pgd(vec![self.epsilon], self.eval_steps, self.seed)
+        }
     }
 
     /// The optimiser settings of every training.
@@ -197,16 +303,17 @@ pub fn backbone(
     seed: u64,
     device: &burn::tensor::Device,
 ) -> Result<Network<SmallCnn>, StudyError> {
-    device.seed(seed);
-    let backbone = SmallCnnConfig::new()
-        .with_in_channels(view.channels)
-        .with_side(view.side)
-        .init(device)?;
-    Ok(Network::new(
-        backbone,
-        Task::classification(classes),
-        device,
-    )?)
+    with_device_seed(device, seed, || {
+        let backbone = SmallCnnConfig::new()
+            .with_in_channels(view.channels)
+            .with_side(view.side)
+            .init(device)?;
+        Ok(Network::new(
+            backbone,
+            Task::classification(classes),
+            device,
+        )?)
+    })
 }
 
 /// BP pre-training by `method` (cross-entropy unless it adds terms), checkpointed under
@@ -238,14 +345,18 @@ pub fn pretrain(
 }
 
 /// The output directory of an experiment: refuses one that holds a run with other settings,
-/// records these.
-pub fn prepare_out<T: Serialize + for<'de> Deserialize<'de> + PartialEq>(
+/// records these (the settings as serialised: what a run does not record, such as which shard
+/// it attacks, may differ).
+pub fn prepare_out<T: Serialize + for<'de> Deserialize<'de>>(
     out: &Path,
     settings: &T,
 ) -> Result<(), StudyError> {
     let path = out.join("settings.json");
+    // Compared as recorded: what is not recorded (which shard a run does) is no other setting.
+    let recorded =
+        |s: &T| serde_json::to_value(s).map_err(|e| invalid("settings", e, "cannot be recorded"));
     if let Some(previous) = read_json::<T>(&path)?
-        && &previous != settings
+        && recorded(&previous)? != recorded(settings)?
     {
         return Err(invalid(
             "out",
@@ -302,6 +413,40 @@ pub fn cached_rows(
     Ok(rows)
 }
 
+/// The rows of one network's `evaluation`, by `sharding`: the whole run computes them with
+/// `part(Shard::WHOLE)` (cached in `<out>/rows/<slug>.json`); a shard run saves
+/// `part(shard)` as `<out>/shards/<slug>.shard-I-of-N.json` and returns no rows; a merge joins
+/// those files (`part` is not called: nothing is trained or attacked).
+pub fn evaluation_rows(
+    out: &Path,
+    slug: &str,
+    sharding: Sharding,
+    evaluation: &Evaluation,
+    base: &RowBase,
+    part: impl FnOnce(Shard) -> Result<EvaluationPart, StudyError>,
+) -> Result<Vec<ResultRow>, StudyError> {
+    let rows = |part: &EvaluationPart| part.rows(evaluation, base);
+    match sharding {
+        Sharding::Whole => cached_rows(out, slug, || rows(&part(Shard::WHOLE)?)),
+        Sharding::Part(shard) => {
+            let path = out.join(format!("shards/{slug}.{}.json", shard.tag()));
+            if read_json::<EvaluationPart>(&path)?.is_none() {
+                write_json(&path, &part(shard)?)?;
+            }
+            Ok(Vec::new())
+        }
+        Sharding::Merge => cached_rows(out, slug, || {
+            let mut parts = Vec::new();
+            for path in shard_files(&out.join("shards"), slug)? {
+                parts.push(read_json::<EvaluationPart>(&path)?.ok_or_else(|| {
+                    invalid("shard file", path.display(), "vanished while merging")
+                })?);
+            }
+            rows(&EvaluationPart::merge(&parts)?)
+        }),
+    }
+}
+
 /// The transfer of a pre-trained backbone to the target set: a new head trained alone on the
 /// frozen backbone (`probe`, BP), then the whole network fine-tuned under each rule
 /// (`fine-tune`), each evaluated; the rows carry `<pretraining> / <transfer>` as their setting.
@@ -311,7 +456,7 @@ pub fn transfer_rows(
     data: &ExperimentData,
     pretrained: &Network<SmallCnn>,
     pretraining: &str,
-    evaluation: &super::pipeline::Evaluation,
+    evaluation: &Evaluation,
     out: &Path,
     stop: Option<Arc<AtomicBool>>,
 ) -> Result<Vec<ResultRow>, StudyError> {
@@ -329,36 +474,45 @@ pub fn transfer_rows(
         let method = Method::standard(&setting, rule);
         let slug = method.slug();
         println!("{rule} / {setting}");
-        rows.extend(cached_rows(out, &slug, || {
-            let training = Training {
-                backbone_lr,
-                ..args.training()
-            };
-            let (net, _) = train_method(
-                pretrained,
-                true,
-                &method,
-                &data.train,
-                &data.view,
-                &training,
-                out.join(format!("checkpoints/{slug}")),
-                stop.clone(),
-            )?;
-            let base = super::pipeline::RowBase {
-                backbone: "small_cnn".into(),
-                dataset: args.dataset.to_string(),
-                rule,
-                setting: setting.clone(),
-            };
-            super::pipeline::evaluate(
-                &net,
-                &data.test,
-                &data.attacked,
-                &data.view,
-                evaluation,
-                &base,
-            )
-        })?);
+        let base = RowBase {
+            backbone: "small_cnn".into(),
+            dataset: args.dataset.to_string(),
+            rule,
+            setting: setting.clone(),
+        };
+        rows.extend(evaluation_rows(
+            out,
+            &slug,
+            args.sharding(),
+            evaluation,
+            &base,
+            |shard| {
+                let training = Training {
+                    backbone_lr,
+                    ..args.training()
+                };
+                let (net, _) = train_method(
+                    pretrained,
+                    true,
+                    &method,
+                    &data.train,
+                    &data.view,
+                    &training,
+                    out.join(format!("checkpoints/{slug}")),
+                    stop.clone(),
+                )?;
+                evaluate(
+                    &net,
+                    None,
+                    &data.test,
+                    &data.attacked,
+                    &data.view,
+                    evaluation,
+                    shard,
+                    !args.quiet,
+                )
+            },
+        )?);
     }
     Ok(rows)
 }

@@ -14,12 +14,13 @@ use signsym_attacks::SourceKind;
 use signsym_feedback::FeedbackRule;
 
 use super::error::StudyError;
+use super::evaluation::{Evaluation, evaluate};
 use super::experiments::{
-    ExperimentArgs, cached_rows, load, prepare_out, pretrain, short, write_results,
+    ExperimentArgs, evaluation_rows, load, prepare_out, pretrain, short, write_results,
 };
 use super::keys::Metric;
 use super::output::{ResultRow, text_table};
-use super::pipeline::{Evaluation, Method, RowBase, TermSpec, evaluate, train_method, value_of};
+use super::pipeline::{Method, RowBase, TermSpec, train_method, value_of};
 use super::plot::{HeatMap, Panel, Series, plot_heatmaps, plot_panels};
 
 /// The settings of [`run`].
@@ -93,12 +94,8 @@ pub fn run(args: &FairArgs, stop: Option<Arc<AtomicBool>>) -> Result<FairOutputs
         stop.clone(),
     )?;
     let evaluation = Evaluation {
-        epsilons: vec![c.epsilon],
-        pgd_steps: c.eval_steps,
         fairness: true,
-        representation: false,
-        seed: c.seed,
-        ..Evaluation::default()
+        ..c.evaluation()
     };
     let mut rows = Vec::new();
     for &rule in &c.rules {
@@ -108,33 +105,49 @@ pub fn run(args: &FairArgs, stop: Option<Arc<AtomicBool>>) -> Result<FairOutputs
             }
             println!("\n{rule} / {}", method.name);
             let slug = method.slug();
-            rows.extend(cached_rows(&out, &slug, || {
-                let (net, _) = train_method(
-                    &start,
-                    true,
-                    &method,
-                    &data.train,
-                    &data.view,
-                    &c.training(),
-                    out.join(format!("checkpoints/{slug}")),
-                    stop.clone(),
-                )?;
-                let base = RowBase {
-                    backbone: "small_cnn".into(),
-                    dataset: c.dataset.to_string(),
-                    rule,
-                    setting: method.name.clone(),
-                };
-                evaluate(
-                    &net,
-                    &data.test,
-                    &data.attacked,
-                    &data.view,
-                    &evaluation,
-                    &base,
-                )
-            })?);
+            let base = RowBase {
+                backbone: "small_cnn".into(),
+                dataset: c.dataset.to_string(),
+                rule,
+                setting: method.name.clone(),
+            };
+            rows.extend(evaluation_rows(
+                &out,
+                &slug,
+                c.sharding(),
+                &evaluation,
+                &base,
+                |shard| {
+                    let (net, _) = train_method(
+                        &start,
+                        true,
+                        &method,
+                        &data.train,
+                        &data.view,
+                        &c.training(),
+                        out.join(format!("checkpoints/{slug}")),
+                        stop.clone(),
+                    )?;
+                    evaluate(
+                        &net,
+                        None,
+                        &data.test,
+                        &data.attacked,
+                        &data.view,
+                        &evaluation,
+                        shard,
+                        !c.quiet,
+                    )
+                },
+            )?);
         }
+    }
+    if let Some(notice) = c.sharding().notice(&out) {
+        return Ok(FairOutputs {
+            rows,
+            summary: notice,
+            files: Vec::new(),
+        });
     }
     let summary = summary(args, &rows);
     println!("\n{summary}");

@@ -15,7 +15,9 @@ use std::sync::atomic::AtomicBool;
 use burn::module::Param;
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
+use signsym_attacks::Norm;
 use signsym_feedback::FeedbackRule;
+use signsym_feedback::random::with_device_seed;
 use signsym_local::{HiddenLayer, KrotovHopfieldConfig, LocalError, Trained};
 use signsym_models::{Network, Task};
 
@@ -24,13 +26,16 @@ use super::datasets::{
 };
 use super::device::DeviceChoice;
 use super::error::{StudyError, at_least_one, invalid};
-use super::experiments::{cached_rows, prepare_out, short, write_results};
+use super::evaluation::{AttackSpec, EntrySpec, Evaluation, SourceChoice, evaluate};
+use super::experiments::{
+    ShardFlags, Sharding, evaluation_rows, prepare_out, short, write_results,
+};
 use super::keys::Metric;
 use super::output::{ResultRow, text_table};
 use super::paper::{parse_dataset, parse_device};
 use super::pipeline::{
-    DecisionEvaluation, Evaluation, Method, NoiseKind, RowBase, Training, feature_spectrum, host,
-    log_log, pixel_spectrum, power_law, regularized_methods, train_method,
+    Method, NoiseKind, RowBase, Training, feature_spectrum, host, log_log, pixel_spectrum,
+    power_law, regularized_methods, train_method,
 };
 use super::plot::{Panel, Series, plot_panels};
 
@@ -125,6 +130,10 @@ pub struct LocalLearningArgs {
     /// No progress bars.
     #[arg(long)]
     pub quiet: bool,
+    /// Attack batches and sharded evaluation.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub sharding: ShardFlags,
 }
 
 impl LocalLearningArgs {
@@ -161,6 +170,7 @@ impl LocalLearningArgs {
             return Err(invalid("lr", self.lr, "must be positive"));
         }
         self.rule().validate()?;
+        self.sharding.validate()?;
         Ok(())
     }
 
@@ -188,18 +198,25 @@ impl LocalLearningArgs {
         }
     }
 
+    /// FGSM and PGD (exact gradient, Madry's random start) at each ε, HopSkipJump (L2) on the
+    /// first images, accuracy under random noise, and the representation measures.
     fn evaluation(&self) -> Evaluation {
+        let mut entries = vec![EntrySpec::new(AttackSpec::Fgsm, SourceChoice::Exact)];
+        entries.extend(Evaluation::exact_pgd(Vec::new(), self.eval_steps, self.seed).entries);
+        if self.hsj_examples > 0 {
+            let hsj = AttackSpec::HopSkipJump {
+                norm: Norm::L2,
+                queries: self.hsj_queries,
+            };
+            entries.push(EntrySpec::new(hsj, SourceChoice::Exact).on_first(self.hsj_examples));
+        }
         Evaluation {
             epsilons: self.epsilons.clone(),
-            pgd_steps: self.eval_steps,
+            entries,
             representation: true,
-            seed: self.seed,
-            fgsm: true,
             noise_norms: self.noise_norms.clone(),
-            hop_skip_jump: (self.hsj_examples > 0).then_some(DecisionEvaluation {
-                examples: self.hsj_examples,
-                queries: self.hsj_queries,
-            }),
+            seed: self.seed,
+            attack_batch: self.sharding.attack_batch,
             ..Evaluation::default()
         }
     }
@@ -234,6 +251,9 @@ pub fn run(
         rows.extend(r);
         summaries.push(summary);
         files.extend(f);
+    }
+    if let Some(notice) = args.sharding.sharding().notice(&out) {
+        return Ok((Vec::new(), notice, Vec::new()));
     }
     let summary = summaries.join("\n\n");
     println!("\n{summary}");
@@ -338,9 +358,12 @@ fn run_dataset(
     }];
 
     // The hybrid: the rule's synapses, frozen, under a head trained with BP.
-    let mut layer = HiddenLayer::from_synapses(&trained.layer, args.power, c, side, &device)?;
-    layer.calibrate(calibration.clone())?;
-    let start = Network::new(layer, Task::classification(classes), &device)?;
+    // The head's initial weights from the seed alone, whatever else drew before.
+    let start = with_device_seed(&device, args.seed, || {
+        let mut layer = HiddenLayer::from_synapses(&trained.layer, args.power, c, side, &device)?;
+        layer.calibrate(calibration.clone())?;
+        Ok::<_, StudyError>(Network::new(layer, Task::classification(classes), &device)?)
+    })?;
     let method = Method::standard(HYBRID, FeedbackRule::Bp);
     println!("{dataset}: {HYBRID} (head)");
     let (hybrid, _) = train_method(
@@ -353,16 +376,28 @@ fn run_dataset(
         dir.join(format!("checkpoints/{}", method.slug())),
         stop.clone(),
     )?;
-    rows.extend(cached_rows(&dir, &method.slug(), || {
-        super::pipeline::evaluate(
-            &hybrid,
-            &data.test,
-            &data.attacked,
-            &data.view,
-            &evaluation,
-            &base(HYBRID),
-        )
-    })?);
+    let sharding = args.sharding.sharding();
+    let progress = !args.quiet;
+    rows.extend(evaluation_rows(
+        &dir,
+        &method.slug(),
+        sharding,
+        &evaluation,
+        &base(HYBRID),
+        |shard| {
+            let view = &data.view;
+            evaluate(
+                &hybrid,
+                None,
+                &data.test,
+                &data.attacked,
+                view,
+                &evaluation,
+                shard,
+                progress,
+            )
+        },
+    )?);
     spectra.push(Series {
         label: HYBRID.into(),
         points: log_log(&feature_spectrum(&hybrid, &probe)?),
@@ -385,29 +420,38 @@ fn run_dataset(
         "{dataset}: {HYBRID_PRUNED} ({pruned} synapses, {:.2} %)",
         100.0 * share
     );
-    rows.extend(cached_rows(&dir, &slug, || {
-        let mut r = super::pipeline::evaluate(
-            &pruned_net,
-            &data.test,
-            &data.attacked,
-            &data.view,
-            &evaluation,
-            &base(HYBRID_PRUNED),
-        )?;
-        let mut row = ResultRow::clean(
-            &format!("fc{}", args.hidden),
-            &dataset.to_string(),
-            "bp",
-            Metric::PrunedShare,
-            share,
-            args.hidden * inputs,
-        )
-        .with_setting(HYBRID_PRUNED)
-        .with_detail(format!("variance > {}", args.prune_threshold));
-        row.epsilon = 0.0;
-        r.push(row);
-        Ok(r)
-    })?);
+    rows.extend(evaluation_rows(
+        &dir,
+        &slug,
+        sharding,
+        &evaluation,
+        &base(HYBRID_PRUNED),
+        |shard| {
+            let view = &data.view;
+            evaluate(
+                &pruned_net,
+                None,
+                &data.test,
+                &data.attacked,
+                view,
+                &evaluation,
+                shard,
+                progress,
+            )
+        },
+    )?);
+    let mut row = ResultRow::clean(
+        &format!("fc{}", args.hidden),
+        &dataset.to_string(),
+        "bp",
+        Metric::PrunedShare,
+        share,
+        args.hidden * inputs,
+    )
+    .with_setting(HYBRID_PRUNED)
+    .with_detail(format!("variance > {}", args.prune_threshold));
+    row.epsilon = 0.0;
+    rows.push(row);
     spectra.push(Series {
         label: HYBRID_PRUNED.into(),
         points: log_log(&feature_spectrum(&pruned_net, &probe)?),
@@ -419,10 +463,11 @@ fn run_dataset(
             return Err(StudyError::Interrupted { out: out.into() });
         }
         println!("{dataset}: {}", method.name);
-        device.seed(args.seed);
-        let mut layer = HiddenLayer::trainable(args.hidden, args.power, c, side, &device)?;
-        layer.calibrate(calibration.clone())?;
-        let start = Network::new(layer, Task::classification(classes), &device)?;
+        let start = with_device_seed(&device, args.seed, || {
+            let mut layer = HiddenLayer::trainable(args.hidden, args.power, c, side, &device)?;
+            layer.calibrate(calibration.clone())?;
+            Ok::<_, StudyError>(Network::new(layer, Task::classification(classes), &device)?)
+        })?;
         let (net, _) = train_method(
             &start,
             false,
@@ -433,22 +478,36 @@ fn run_dataset(
             dir.join(format!("checkpoints/{}", method.slug())),
             stop.clone(),
         )?;
-        rows.extend(cached_rows(&dir, &method.slug(), || {
-            super::pipeline::evaluate(
-                &net,
-                &data.test,
-                &data.attacked,
-                &data.view,
-                &evaluation,
-                &base(&method.name),
-            )
-        })?);
+        rows.extend(evaluation_rows(
+            &dir,
+            &method.slug(),
+            sharding,
+            &evaluation,
+            &base(&method.name),
+            |shard| {
+                let view = &data.view;
+                evaluate(
+                    &net,
+                    None,
+                    &data.test,
+                    &data.attacked,
+                    view,
+                    &evaluation,
+                    shard,
+                    progress,
+                )
+            },
+        )?);
         spectra.push(Series {
             label: method.name.clone(),
             points: log_log(&feature_spectrum(&net, &probe)?),
         });
     }
 
+    // A shard's outcomes are in its files; its rows are no table.
+    if matches!(sharding, Sharding::Part(_)) {
+        return Ok((rows, String::new(), Vec::new()));
+    }
     // The pixels' own exponent, fitted over the same ranks as the features'.
     if let Some((fit, detail)) = power_law(&pixel)? {
         rows.push(

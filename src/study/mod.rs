@@ -6,6 +6,7 @@
 mod datasets;
 mod device;
 mod error;
+pub mod evaluation;
 pub mod experiments;
 pub mod fair_adversarial;
 mod keys;

@@ -12,16 +12,16 @@ use std::sync::atomic::AtomicBool;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 use signsym_attacks::{
-    BoundaryAttackConfig, Fgsm, GradientSource, Hag, HagConfig, HashDatabase, HopSkipJumpConfig,
-    InputBox, Norm, PAPER_EPSILONS, PgdConfig, RobustnessSuite, Sdha, SdhaConfig, attack_mode,
-    robust_map,
+    Hag, HagConfig, HashDatabase, Norm, PAPER_EPSILONS, Sdha, SdhaConfig, attack_mode,
 };
+use signsym_attacks::{SourceKind, map_curve, robust_ap_per_query};
 use signsym_feedback::FeedbackRule;
+use signsym_feedback::random::with_device_seed;
 use signsym_losses::{BinaryCrossEntropy, CrossEntropyConfig, HyP2Config};
 use signsym_metrics::{MapConfig, PackedCodes, map_at_k, multilabel_metrics};
 use signsym_models::{
-    AlexNetConfig, Backbone, FineTuneConfig, LoadScope, ModelError, Network, ResNetConfig,
-    SmallCnnConfig, Task, TorchvisionWeights, Vgg16Config, fine_tune,
+    AlexNetConfig, Backbone, FineTuneConfig, LoadScope, Network, ResNetConfig, SmallCnnConfig,
+    Task, TorchvisionWeights, Vgg16Config,
 };
 
 use super::datasets::{
@@ -30,11 +30,13 @@ use super::datasets::{
 };
 use super::device::DeviceChoice;
 use super::error::{StudyError, invalid};
+use super::evaluation::{AttackSpec, EntrySpec, Evaluation, EvaluationPart, evaluate};
+pub use super::evaluation::{AutoAttackSubset, SourceChoice};
 use super::keys::Metric;
 use super::output::{Machine, ResultRow, read_json, text_table, write_csv, write_json};
-use super::pipeline::train_network;
+use super::pipeline::{RowBase, train_network};
 use super::plot::plot_panels;
-use super::shard::{Shard, merge_groups, obfuscation, shard_files};
+use super::shard::{Shard, shard_files};
 use super::summary::{robustness_panels, robustness_tables};
 
 /// A backbone by name.
@@ -219,6 +221,7 @@ fn with_backbone<S: Study>(
     data_side: usize,
     out: &std::path::Path,
     device: &Device,
+    stop: Option<Arc<AtomicBool>>,
     study: S,
 ) -> Result<S::Output, StudyError> {
     let pretrained = args.weights.is_some();
@@ -242,32 +245,57 @@ fn with_backbone<S: Study>(
         side,
         normalize: pretrained.then_some(IMAGENET_STATS),
     };
-    device.seed(args.seed);
+    let classes = args
+        .pretrain_dataset
+        .num_classes()
+        .ok_or_else(|| invalid("pretrain-dataset", "folder", "must be a bundled data set"))?;
+    // The initial weights (backbone, then head) from the seed alone, whatever other threads draw.
+    fn seeded<M: Backbone>(
+        device: &Device,
+        seed: u64,
+        classes: usize,
+        init: impl FnOnce() -> Result<M, signsym_models::ModelError>,
+    ) -> Result<Network<M>, StudyError> {
+        with_device_seed(device, seed, || {
+            Ok(Network::new(
+                init()?,
+                Task::classification(classes),
+                device,
+            )?)
+        })
+    }
+    let seed = args.seed;
     match args.backbone {
         BackboneName::Alexnet => {
-            let b = AlexNetConfig::new()
-                .with_in_channels(channels)
-                .init(device)?;
-            study.run(prepare(args, b, &view, out, device)?, view)
+            let net = seeded(device, seed, classes, || {
+                AlexNetConfig::new().with_in_channels(channels).init(device)
+            })?;
+            study.run(prepare(args, net, &view, out, device, stop)?, view)
         }
         BackboneName::Vgg16 => {
-            let b = Vgg16Config::new().with_in_channels(channels).init(device)?;
-            study.run(prepare(args, b, &view, out, device)?, view)
+            let net = seeded(device, seed, classes, || {
+                Vgg16Config::new().with_in_channels(channels).init(device)
+            })?;
+            study.run(prepare(args, net, &view, out, device, stop)?, view)
         }
         BackboneName::Resnet18 => {
             // Without ImageNet weights, small images keep their resolution (CIFAR stem).
-            let b = ResNetConfig::resnet18()
-                .with_in_channels(channels)
-                .with_cifar_stem(!pretrained && side < 64)
-                .init(device)?;
-            study.run(prepare(args, b, &view, out, device)?, view)
+            let net = seeded(device, seed, classes, || {
+                ResNetConfig::resnet18()
+                    .with_in_channels(channels)
+                    .with_cifar_stem(!pretrained && side < 64)
+                    .init(device)
+            })?;
+            study.run(prepare(args, net, &view, out, device, stop)?, view)
         }
         BackboneName::SmallCnn => {
-            let b = SmallCnnConfig::new()
-                .with_in_channels(channels)
-                .with_side(side)
-                .init(device)?;
-            study.run(prepare(args, b, &view, out, device)?, view)
+            let net = seeded(device, seed, classes, || {
+                SmallCnnConfig::new()
+                    .with_in_channels(channels)
+                    .with_side(side)
+                    .init(device)
+            })?;
+            study.run(prepare(args, net, &view, out, device, stop)?, view)
         }
     }
 }
@@ -276,16 +304,12 @@ fn with_backbone<S: Study>(
 /// (checkpointed under `<out>/checkpoints/<backbone>-pretrain-<dataset>`).
 fn prepare<M: Backbone>(
     args: &PaperArgs,
-    backbone: M,
+    mut network: Network<M>,
     view: &InputView,
     out: &std::path::Path,
     device: &Device,
+    stop: Option<Arc<AtomicBool>>,
 ) -> Result<Network<M>, StudyError> {
-    let classes = args
-        .pretrain_dataset
-        .num_classes()
-        .ok_or_else(|| invalid("pretrain-dataset", "folder", "must be a bundled data set"))?;
-    let mut network = Network::new(backbone, Task::classification(classes), device)?;
     if let Some(path) = &args.weights {
         let report = TorchvisionWeights::new(path).load_into(&mut network, LoadScope::Backbone)?;
         println!("{}: {} tensors loaded", path.display(), report.loaded.len());
@@ -316,30 +340,25 @@ fn prepare<M: Backbone>(
             args.backbone.key()
         ))));
     let ce = CrossEntropyConfig::new().init(device)?;
-    let pre = fine_tune(
-        network,
+    let (pretrained, _, _) = train_network(
+        &network,
+        None,
         ce,
+        &mut [],
         &ClassBatches {
             images: &train,
             view,
         },
-        None,
         &config,
-        None,
+        stop,
     )
-    .map_err(|e| match e {
-        ModelError::Interrupted { .. } => StudyError::Interrupted { out: out.into() },
-        other => other.into(),
-    })?;
-    Ok(pre.network)
+    .map_err(to_out(out))?;
+    Ok(pretrained)
 }
 
 /// A training's interruption reported with the run's output directory (what a rerun resumes).
 fn to_out(out: &std::path::Path) -> impl Fn(StudyError) -> StudyError + '_ {
-    move |e| match e {
-        StudyError::Interrupted { .. } => StudyError::Interrupted { out: out.into() },
-        other => other,
-    }
+    move |e| e.resumed_from(out)
 }
 
 /// Merges `rows` into `<out>/results.csv` and `results.json` (a new row replaces an old one with
@@ -706,6 +725,7 @@ pub fn table1_classification(
         h,
         &out,
         &device,
+        stop.clone(),
         Run {
             args,
             train,
@@ -805,6 +825,7 @@ pub fn table2_retrieval(
         h,
         &out,
         &device,
+        stop.clone(),
         Run {
             args,
             data,
@@ -855,101 +876,6 @@ pub struct RobustnessArgs {
     pub merge: bool,
 }
 
-/// A reduced AutoAttack on a subset, cheap enough to sit next to FGSM and PGD on a CPU.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct AutoAttackSubset {
-    /// Images attacked (the first of the attacked set).
-    pub examples: usize,
-    /// APGD iterations (the reference suite: 100).
-    pub steps: usize,
-    /// APGD-T runner-up classes (the reference suite: 9).
-    pub targets: usize,
-    /// Square queries per image (the reference suite: 5,000).
-    pub queries: usize,
-}
-
-impl Default for AutoAttackSubset {
-    fn default() -> Self {
-        Self {
-            examples: 50,
-            steps: 20,
-            targets: 3,
-            queries: 500,
-        }
-    }
-}
-
-impl AutoAttackSubset {
-    /// The suite.
-    pub fn init(&self, seed: u64) -> Result<signsym_attacks::AutoAttack, StudyError> {
-        Ok(signsym_attacks::AutoAttackConfig::new()
-            .with_steps(self.steps)
-            .with_target_classes(self.targets)
-            .with_square_queries(self.queries)
-            .with_seed(seed)
-            .init()?)
-    }
-
-    /// The suite (exact gradient, L∞) at every ε on `shard`'s part of the first `examples` of
-    /// `images`, batch by batch of `unit` images: its robustness entries with per-sample
-    /// outcomes, `None` when the shard holds none of them. AutoAttack attacks the images still
-    /// robust after each stage together, so only batch by batch is a shard's run the unsharded
-    /// run's.
-    #[allow(clippy::too_many_arguments)]
-    pub fn entries(
-        &self,
-        model: &dyn signsym_attacks::AttackModel,
-        images: &Tensor<4>,
-        labels: &[usize],
-        epsilons: &[f64],
-        seed: u64,
-        progress: bool,
-        shard: Shard,
-        unit: usize,
-    ) -> Result<Option<Vec<signsym_attacks::EntryReport>>, StudyError> {
-        let suite = self.init(seed)?;
-        let mut parts = Vec::new();
-        for batch in shard.batches(self.examples.min(labels.len()), unit) {
-            parts.push(Some(
-                RobustnessSuite::new(Norm::Linf, epsilons.to_vec())?
-                    .autoattack(&suite, GradientSource::Exact)
-                    .with_progress(progress)
-                    .run(model, &images.clone().slice(batch.clone()), &labels[batch])?
-                    .entries,
-            ));
-        }
-        Ok(if parts.is_empty() {
-            None
-        } else {
-            Some(merge_groups(&parts)?)
-        })
-    }
-}
-
-/// A gradient source by name (`feedback`, `exact`, or `transfer` from the BP fine-tuned model).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum SourceChoice {
-    /// [`GradientSource::Feedback`].
-    Feedback,
-    /// [`GradientSource::Exact`].
-    Exact,
-    /// [`GradientSource::Transfer`] from the BP fine-tuned network (needs `bp` among the rules).
-    Transfer,
-}
-
-impl SourceChoice {
-    /// The gradient source; `bp` is the surrogate of [`Transfer`](Self::Transfer).
-    fn source<'a>(self, bp: Option<&'a ViewedModel<'a>>) -> Result<GradientSource<'a>, StudyError> {
-        Ok(match self {
-            Self::Feedback => GradientSource::Feedback,
-            Self::Exact => GradientSource::Exact,
-            Self::Transfer => GradientSource::Transfer(
-                bp.ok_or_else(|| invalid("sources", "transfer", "needs bp among the rules"))?,
-            ),
-        })
-    }
-}
-
 /// The command-line flags of sharded evaluation shared by the robustness examples.
 #[derive(Clone, Debug, clap::Args)]
 pub struct ShardArgs {
@@ -977,6 +903,54 @@ impl RobustnessArgs {
         }
     }
 
+    /// What `set` measures on each fine-tuned network: FGSM and PGD (L∞) under each source
+    /// and the reduced AutoAttack, or HopSkipJump and the Boundary Attack (L2).
+    fn evaluation(&self, set: AttackSet, args: &PaperArgs) -> Evaluation {
+        let (norm, mut entries) = match set {
+            AttackSet::GradientClassification => {
+                let pgd = AttackSpec::Pgd {
+                    steps: self.steps,
+                    random_start: false,
+                };
+                let mut entries = Vec::new();
+                for attack in [AttackSpec::Fgsm, pgd] {
+                    for &source in &self.sources {
+                        entries.push(EntrySpec::new(attack.clone(), source));
+                    }
+                }
+                (Norm::Linf, entries)
+            }
+            AttackSet::DecisionBased => {
+                let decision = [
+                    AttackSpec::HopSkipJump {
+                        norm: Norm::L2,
+                        queries: self.queries,
+                    },
+                    AttackSpec::Boundary {
+                        queries: self.queries,
+                    },
+                ];
+                let entries = decision
+                    .into_iter()
+                    .map(|a| EntrySpec::new(a, SourceChoice::Exact))
+                    .collect();
+                (Norm::L2, entries)
+            }
+        };
+        if set == AttackSet::GradientClassification {
+            entries.extend(self.autoattack.and_then(|a| a.entry()));
+        }
+        Evaluation {
+            norm,
+            epsilons: self.epsilons.clone(),
+            entries,
+            seed: args.seed,
+            attack_batch: self.attack_batch,
+            clean_batch: args.batch_size.max(64),
+            ..Evaluation::default()
+        }
+    }
+
     /// The paper's ε grid, feedback and exact gradients, 5 steps, 10,000 queries.
     pub fn paper() -> Self {
         Self {
@@ -997,20 +971,15 @@ impl RobustnessArgs {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct RuleAttacks {
     rule: FeedbackRule,
-    clean_accuracy: f64,
-    test_examples: usize,
-    /// The suite's entries on this shard's test images (`None`: it has none).
-    suite: Option<Vec<signsym_attacks::EntryReport>>,
-    /// AutoAttack's on this shard's part of its subset.
-    autoattack: Option<Vec<signsym_attacks::EntryReport>>,
+    evaluation: EvaluationPart,
 }
 
-/// A shard's saved outcomes and the settings they were made with.
+/// A shard's saved outcomes (per rule) and the settings they were made with.
 #[derive(Serialize, Deserialize)]
-struct ShardFile {
+struct ShardFile<T> {
     shard: Shard,
     settings: serde_json::Value,
-    rules: Vec<RuleAttacks>,
+    rules: Vec<T>,
 }
 
 /// The settings that decide a robustness run's numbers, for comparing shards (not where the
@@ -1046,7 +1015,7 @@ fn shard_settings(
 /// The rows of the unsharded run from its shards' parts (`parts[k]`: shard `k + 1`'s rules).
 fn rows_from_shards(
     args: &PaperArgs,
-    epsilons: &[f64],
+    evaluation: &Evaluation,
     parts: &[Vec<RuleAttacks>],
 ) -> Result<Vec<ResultRow>, StudyError> {
     let Some(first) = parts.first() else {
@@ -1054,34 +1023,26 @@ fn rows_from_shards(
     };
     let mut rows = Vec::new();
     for (k, head) in first.iter().enumerate() {
-        let mine: Vec<&RuleAttacks> = parts
+        let mine: Vec<EvaluationPart> = parts
             .iter()
-            .map(|p| p.get(k).filter(|r| r.rule == head.rule))
+            .map(|p| {
+                p.get(k)
+                    .filter(|r| r.rule == head.rule)
+                    .map(|r| r.evaluation.clone())
+            })
             .collect::<Option<_>>()
             .ok_or_else(|| invalid("shards", head.rule, "hold different rules"))?;
-        rows.push(clean_row(
-            args,
-            head.rule,
-            Metric::Accuracy,
-            head.clean_accuracy,
-            head.test_examples,
-        ));
-        let suite = merge_groups(mine.iter().map(|r| &r.suite))?;
-        for flag in obfuscation(&suite, epsilons) {
+        let merged = EvaluationPart::merge(&mine)?;
+        for flag in merged.obfuscation(evaluation) {
             println!("{}: {flag}", head.rule);
         }
-        let mut entries = suite;
-        entries.extend(merge_groups(mine.iter().map(|r| &r.autoattack))?);
-        for entry in &entries {
-            rows.extend(ResultRow::from_curve(
-                &entry.curve,
-                args.backbone.key(),
-                &args.dataset.to_string(),
-                &head.rule.to_string(),
-                &entry.name,
-                entry.source,
-            ));
-        }
+        let base = RowBase {
+            backbone: args.backbone.key().into(),
+            dataset: args.dataset.to_string(),
+            rule: head.rule,
+            setting: String::new(),
+        };
+        rows.extend(merged.rows(evaluation, &base)?);
     }
     Ok(rows)
 }
@@ -1110,10 +1071,6 @@ fn robustness_run(
             view: InputView,
         ) -> Result<Vec<RuleAttacks>, StudyError> {
             let a = self.attacks;
-            let device = start.device()?;
-            let all: Vec<usize> = (0..self.test.len()).collect();
-            let images = view.pixels(&self.test, &all, &device)?;
-            let labels = self.test.classes(&all)?;
             let mut tuned = Vec::new();
             for &rule in &self.args.rules {
                 let net = tune_classifier(
@@ -1134,76 +1091,23 @@ fn robustness_run(
                     model: n,
                     view: &view,
                 });
-            let fgsm = Fgsm::new(InputBox::new(0.0, 1.0)?)?;
-            let pgd = PgdConfig::paper()
-                .with_steps(a.steps)
-                .with_seed(self.args.seed)
-                .init()?;
-            let hsj = HopSkipJumpConfig::new()
-                .with_norm(Norm::L2)
-                .with_query_budget(a.queries)
-                .with_seed(self.args.seed)
-                .init()?;
-            let boundary = BoundaryAttackConfig::new()
-                .with_query_budget(a.queries)
-                .with_seed(self.args.seed)
-                .init()?;
-            // Whole attack batches of the unsharded run: a shard repeats their draws exactly.
-            let unit = a.attack_batch;
+            let surrogate = bp.as_ref().map(|m| m as &dyn signsym_attacks::AttackModel);
+            let evaluation = a.evaluation(self.set, self.args);
             let shard = a.shard.unwrap_or(Shard::WHOLE);
-            let range = shard.range(labels.len(), unit);
             let mut out = Vec::new();
             for (rule, net) in &tuned {
-                let model = ViewedModel {
-                    model: net,
-                    view: &view,
-                };
-                let acc = accuracy(net, &self.test, &view, self.args.batch_size.max(64))?;
-                let x = images.clone().slice(range.clone());
-                let y = &labels[range.clone()];
-                let suite = match self.set {
-                    _ if range.is_empty() => None,
-                    AttackSet::GradientClassification => {
-                        let mut suite = RobustnessSuite::new(Norm::Linf, a.epsilons.clone())?
-                            .with_batch_size(unit);
-                        for attack in [&fgsm as &dyn signsym_attacks::BoundedAttack, &pgd] {
-                            for s in &a.sources {
-                                let source = s.source(bp.as_ref())?;
-                                suite = suite.attack(attack, source);
-                            }
-                        }
-                        let report = suite.with_progress(!self.args.quiet).run(&model, &x, y)?;
-                        Some(report.entries)
-                    }
-                    AttackSet::DecisionBased => {
-                        let report = RobustnessSuite::new(Norm::L2, a.epsilons.clone())?
-                            .with_batch_size(unit)
-                            .decision_attack(&hsj)
-                            .decision_attack(&boundary)
-                            .with_progress(!self.args.quiet)
-                            .run(&model, &x, y)?;
-                        Some(report.entries)
-                    }
-                };
-                let autoattack = match (&a.autoattack, self.set) {
-                    (Some(aa), AttackSet::GradientClassification) => aa.entries(
-                        &model,
-                        &images,
-                        &labels,
-                        &a.epsilons,
-                        self.args.seed,
-                        !self.args.quiet,
-                        shard,
-                        unit,
-                    )?,
-                    _ => None,
-                };
                 out.push(RuleAttacks {
                     rule: *rule,
-                    clean_accuracy: acc,
-                    test_examples: self.test.len(),
-                    suite,
-                    autoattack,
+                    evaluation: evaluate(
+                        net,
+                        surrogate,
+                        &self.test,
+                        &self.test,
+                        &view,
+                        &evaluation,
+                        shard,
+                        !self.args.quiet,
+                    )?,
                 });
             }
             Ok(out)
@@ -1229,6 +1133,7 @@ fn robustness_run(
             h,
             &out,
             &device,
+            stop.clone(),
             Run {
                 args,
                 attacks,
@@ -1240,25 +1145,11 @@ fn robustness_run(
             },
         )?;
         if let Some(shard) = attacks.shard {
-            let path = shards.join(format!("{key}.{}.json", shard.tag()));
-            write_json(
-                &path,
-                &ShardFile {
-                    shard,
-                    settings,
-                    rules: part,
-                },
-            )?;
-            return Ok(format!(
-                "shard {shard} saved to {}; when all {} are in {}, rerun with --merge",
-                path.display(),
-                shard.count(),
-                shards.display()
-            ));
+            return save_shard(&shards, &key, shard, settings, part);
         }
         vec![part]
     };
-    let rows = rows_from_shards(args, &attacks.epsilons, &parts)?;
+    let rows = rows_from_shards(args, &attacks.evaluation(set, args), &parts)?;
     let (mine, [svg, png]) = merge_and_plot(&out, args, rows)?;
     Ok(format!(
         "{}\n{}plots: {}, {}",
@@ -1270,17 +1161,17 @@ fn robustness_run(
 }
 
 /// The shards of `key` under `dir`, `1/N … N/N`, each written with `settings`.
-fn read_shards(
+fn read_shards<T: serde::de::DeserializeOwned>(
     dir: &std::path::Path,
     key: &str,
     settings: &serde_json::Value,
-) -> Result<Vec<Vec<RuleAttacks>>, StudyError> {
+) -> Result<Vec<Vec<T>>, StudyError> {
     let mut parts = Vec::new();
     let files = shard_files(dir, key)?;
     let count = files.len();
     for (k, path) in files.into_iter().enumerate() {
         let shard = Shard::new(k + 1, count)?;
-        let file = read_json::<ShardFile>(&path)?
+        let file = read_json::<ShardFile<T>>(&path)?
             .ok_or_else(|| invalid("shard file", path.display(), "vanished while merging"))?;
         if file.settings != *settings || file.shard != shard {
             return Err(invalid(
@@ -1324,6 +1215,24 @@ pub fn table3_4_blackbox(
     )
 }
 
+/// One retrieval attack's part of a shard: per ε, the AP@k of each of the shard's queries.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct RetrievalEntry {
+    attack: String,
+    source: SourceKind,
+    /// The k of mAP@k.
+    top_k: usize,
+    /// `[ε][query]`.
+    per_query: Vec<Vec<f64>>,
+}
+
+/// One rule's part of a retrieval robustness run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct RuleRetrieval {
+    rule: FeedbackRule,
+    entries: Vec<RetrievalEntry>,
+}
+
 /// Figure 3: HAG and SDHA robust mAP@k against ε under each gradient source.
 pub fn figure3_retrieval_robustness(
     args: &PaperArgs,
@@ -1342,18 +1251,22 @@ pub fn figure3_retrieval_robustness(
         stop: Option<Arc<AtomicBool>>,
     }
     impl Study for Run<'_> {
-        type Output = Vec<ResultRow>;
+        type Output = Vec<RuleRetrieval>;
         fn run<M: Backbone>(
             self,
             start: Network<M>,
             view: InputView,
-        ) -> Result<Vec<ResultRow>, StudyError> {
+        ) -> Result<Vec<RuleRetrieval>, StudyError> {
             let a = self.attacks;
             let device = start.device()?;
             let batch = self.args.batch_size.max(64);
-            let all: Vec<usize> = (0..self.data.query.len()).collect();
-            let queries = view.pixels(&self.data.query, &all, &device)?;
-            let query_labels = self.data.query.label_sets()?;
+            let unit = a.attack_batch;
+            let n = self.data.query.len();
+            // Whole attack batches of the unsharded run: a shard repeats their draws exactly.
+            let range = a.shard.unwrap_or(Shard::WHOLE).range(n, unit);
+            let indices: Vec<usize> = range.clone().collect();
+            let queries = view.pixels(&self.data.query, &indices, &device)?;
+            let query_labels = self.data.query.label_sets()?.slice(range.clone())?;
             let db_labels = self.data.database.label_sets()?;
             let hag: Hag = HagConfig::paper()
                 .with_steps(a.steps)
@@ -1384,77 +1297,184 @@ pub fn figure3_retrieval_robustness(
                     model: n,
                     view: &view,
                 });
-            let mut rows = Vec::new();
+            let surrogate = bp.as_ref().map(|m| m as &dyn signsym_attacks::AttackModel);
+            let mut out = Vec::new();
             for (rule, net) in &tuned {
                 let codes = encode(net, &self.data.database, &view, batch)?;
-                let n = self.data.database.len();
                 let database = HashDatabase::new(
-                    Tensor::<2>::from_data(TensorData::new(codes, [n, self.bits]), &device),
+                    Tensor::<2>::from_data(
+                        TensorData::new(codes, [self.data.database.len(), self.bits]),
+                        &device,
+                    ),
                     db_labels.clone(),
                 )?;
                 let model = ViewedModel {
                     model: net,
                     view: &view,
                 };
+                let mut entries = Vec::new();
                 for attack in [&hag as &dyn signsym_attacks::RetrievalAttack, &sdha] {
                     for s in &a.sources {
-                        let source = s.source(bp.as_ref())?;
+                        let source = s.source(surrogate)?;
                         println!("{rule}: {} / {}", attack.name(), source.name());
-                        let curve = robust_map(
-                            &model,
-                            attack,
-                            &queries,
-                            &query_labels,
-                            &database,
-                            &a.epsilons,
-                            &source,
-                            MapConfig::top_k(self.top_k),
-                            batch,
-                        )?;
-                        rows.extend(ResultRow::from_curve(
-                            &curve,
-                            self.args.backbone.key(),
-                            &self.args.dataset.to_string(),
-                            &rule.to_string(),
-                            &attack.name(),
-                            source.kind(),
-                        ));
+                        let per_query = if range.is_empty() {
+                            vec![Vec::new(); a.epsilons.len()]
+                        } else {
+                            robust_ap_per_query(
+                                &model,
+                                attack,
+                                &queries,
+                                &query_labels,
+                                &database,
+                                &a.epsilons,
+                                &source,
+                                MapConfig::top_k(self.top_k),
+                                unit,
+                            )?
+                        };
+                        entries.push(RetrievalEntry {
+                            attack: attack.name(),
+                            source: source.kind(),
+                            top_k: self.top_k,
+                            per_query,
+                        });
                     }
                 }
+                out.push(RuleRetrieval {
+                    rule: *rule,
+                    entries,
+                });
             }
-            Ok(rows)
+            Ok(out)
         }
     }
     args.validate()?;
+    if attacks.attack_batch == 0 {
+        return Err(invalid("attack-batch", 0, "must be at least 1"));
+    }
     let out = args.out("figure3_retrieval_robustness");
-    let data = retrieval_data(args)?;
-    let top_k = top_k
-        .unwrap_or(args.dataset.map_top_k())
-        .min(data.database.len());
-    let device = args.device.device()?;
-    let [h, _] = data.train.size();
-    let channels = data.train.channels();
-    let rows = with_backbone(
-        args,
-        channels,
-        h,
-        &out,
-        &device,
-        Run {
+    let key = format!(
+        "figure3_retrieval_robustness-{}-{}-{bits}",
+        args.backbone.key(),
+        args.dataset
+    );
+    let shards = out.join("shards");
+    let mut settings = shard_settings(args, attacks)?;
+    if let Some(map) = settings.as_object_mut() {
+        map.insert("bits".into(), serde_json::json!(bits));
+        map.insert("top_k".into(), serde_json::json!(top_k));
+    }
+    let parts: Vec<Vec<RuleRetrieval>> = if attacks.merge {
+        read_shards(&shards, &key, &settings)?
+    } else {
+        let data = retrieval_data(args)?;
+        let top_k = top_k
+            .unwrap_or(args.dataset.map_top_k())
+            .min(data.database.len());
+        let device = args.device.device()?;
+        let [h, _] = data.train.size();
+        let channels = data.train.channels();
+        let part = with_backbone(
             args,
-            attacks,
-            data,
-            bits,
-            top_k,
-            out: out.clone(),
-            stop,
-        },
-    )?;
+            channels,
+            h,
+            &out,
+            &device,
+            stop.clone(),
+            Run {
+                args,
+                attacks,
+                data,
+                bits,
+                top_k,
+                out: out.clone(),
+                stop,
+            },
+        )?;
+        if let Some(shard) = attacks.shard {
+            return save_shard(&shards, &key, shard, settings, part);
+        }
+        vec![part]
+    };
+    let rows = retrieval_rows(args, &attacks.epsilons, &parts)?;
     let (mine, [svg, png]) = merge_and_plot(&out, args, rows)?;
     Ok(format!(
         "{}plots: {}, {}",
         robustness_tables(&mine),
         svg.display(),
         png.display()
+    ))
+}
+
+/// The rows of a retrieval robustness run from its shards' parts (`parts[k]`: shard `k + 1`'s
+/// rules): each attack's per-query APs concatenated over the shards, then averaged with
+/// bootstrap intervals as the unsharded run does.
+fn retrieval_rows(
+    args: &PaperArgs,
+    epsilons: &[f64],
+    parts: &[Vec<RuleRetrieval>],
+) -> Result<Vec<ResultRow>, StudyError> {
+    let Some(first) = parts.first() else {
+        return Err(invalid("shards", 0, "no shard to merge"));
+    };
+    let mut rows = Vec::new();
+    for (k, head) in first.iter().enumerate() {
+        for (j, entry) in head.entries.iter().enumerate() {
+            let mut per_query = vec![Vec::new(); epsilons.len()];
+            for part in parts {
+                let theirs = part
+                    .get(k)
+                    .filter(|r| r.rule == head.rule)
+                    .and_then(|r| r.entries.get(j))
+                    .filter(|e| e.attack == entry.attack && e.source == entry.source)
+                    .ok_or_else(|| {
+                        invalid("shards", head.rule, "hold different rules or attacks")
+                    })?;
+                for (all, mine) in per_query.iter_mut().zip(&theirs.per_query) {
+                    all.extend(mine.iter().copied());
+                }
+            }
+            let curve = map_curve(
+                format!("{}/{}", entry.attack, entry.source.name()),
+                MapConfig::top_k(entry.top_k),
+                epsilons,
+                &per_query,
+            )?;
+            rows.extend(ResultRow::from_curve(
+                &curve,
+                args.backbone.key(),
+                &args.dataset.to_string(),
+                &head.rule.to_string(),
+                &entry.attack,
+                entry.source,
+            ));
+        }
+    }
+    Ok(rows)
+}
+
+/// Writes one shard's parts as `<dir>/<key>.shard-I-of-N.json` with the settings they were made
+/// with, and says where.
+fn save_shard<T: Serialize>(
+    dir: &std::path::Path,
+    key: &str,
+    shard: Shard,
+    settings: serde_json::Value,
+    rules: Vec<T>,
+) -> Result<String, StudyError> {
+    let path = dir.join(format!("{key}.{}.json", shard.tag()));
+    write_json(
+        &path,
+        &ShardFile {
+            shard,
+            settings,
+            rules,
+        },
+    )?;
+    Ok(format!(
+        "shard {shard} saved to {}; when all {} are in {}, rerun with --merge",
+        path.display(),
+        shard.count(),
+        dir.display()
     ))
 }

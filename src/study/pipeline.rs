@@ -11,22 +11,20 @@ use burn::module::Module;
 use burn::tensor::{Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 use signsym_attacks::{
-    AdversarialForm, AdversarialTerm, BoundedAttack, GradientSource, HopSkipJumpConfig,
-    MinimizationAttack, Norm, PgdConfig, SourceKind, StepSize, SymmetryTerm, attack_mode,
+    AdversarialForm, AdversarialTerm, PgdConfig, SourceKind, StepSize, SymmetryTerm,
 };
+use signsym_feedback::random::with_device_seed;
 use signsym_feedback::{FeedbackModule, FeedbackRule};
 use signsym_losses::{CrossEntropyConfig, SpectralRegularizerConfig};
-use signsym_metrics::{
-    ConfusionMatrix, JacobianConfig, activation_spectrum, fit_power_law, jacobian_frobenius,
-    wilson_interval,
-};
+use signsym_metrics::{JacobianConfig, activation_spectrum, fit_power_law, jacobian_frobenius};
 use signsym_models::{
     Backbone, EpochStats, FineTuneConfig, JacobianTerm, L2Term, ModelError, Network,
     SpectralLayers, SpectralTerm, Task, Term, fine_tune_with,
 };
 
-use super::datasets::{ClassBatches, Images, InputView, accuracy};
+use super::datasets::{ClassBatches, Images, InputView};
 use super::error::{StudyError, invalid};
+use super::evaluation::Measure;
 use super::keys::Metric;
 use super::output::ResultRow;
 
@@ -290,9 +288,10 @@ where
     D: signsym_models::BatchSource<Target = L::Target>,
 {
     let device = start.device()?;
-    device.seed(config.seed ^ 0x5eed);
     let net = match task {
-        Some(task) => Network::new(start.duplicate().backbone, task, &device)?,
+        Some(task) => with_device_seed(&device, config.seed ^ 0x5eed, || {
+            Network::new(start.duplicate().backbone, task, &device)
+        })?,
         None => start.duplicate(),
     };
     let dir = config.checkpoint_dir.clone().unwrap_or_default();
@@ -303,55 +302,6 @@ where
         },
     )?;
     Ok((tuned.network, tuned.objective, tuned.history))
-}
-
-/// What [`evaluate`] measures beyond clean accuracy.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Evaluation {
-    /// L∞ budgets of PGD with the exact gradient (the headline robust number); empty: no attack.
-    pub epsilons: Vec<f64>,
-    /// PGD steps (random start, step `2.5 ε / steps`).
-    pub pgd_steps: usize,
-    /// Per-class robust accuracy and the fairness numbers of the adversarial confusion matrix.
-    pub fairness: bool,
-    /// Jacobian norm and power-law exponent of the features, σ_max per layer.
-    pub representation: bool,
-    /// Seed of the attacks' random starts, the noise and the Jacobian projections.
-    pub seed: u64,
-    /// FGSM (exact gradient) at every ε as well.
-    #[serde(default)]
-    pub fgsm: bool,
-    /// L2 norms of random perturbations (Gaussian and uniform directions) to measure accuracy
-    /// under; empty: none.
-    #[serde(default)]
-    pub noise_norms: Vec<f64>,
-    /// HopSkipJump (L2) on the first attacked images: the smallest adversarial distance each.
-    #[serde(default)]
-    pub hop_skip_jump: Option<DecisionEvaluation>,
-}
-
-impl Default for Evaluation {
-    fn default() -> Self {
-        Self {
-            epsilons: Vec::new(),
-            pgd_steps: 10,
-            fairness: false,
-            representation: false,
-            seed: 0,
-            fgsm: false,
-            noise_norms: Vec::new(),
-            hop_skip_jump: None,
-        }
-    }
-}
-
-/// A decision-based attack's share of an [`Evaluation`].
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct DecisionEvaluation {
-    /// Images attacked (the first of the attacked set).
-    pub examples: usize,
-    /// Model queries per image.
-    pub queries: usize,
 }
 
 /// The random directions of [`Evaluation::noise_norms`].
@@ -427,7 +377,8 @@ pub struct RowBase {
 }
 
 impl RowBase {
-    fn row(&self, metric: Metric, value: f64, samples: usize) -> ResultRow {
+    /// A clean row of `metric` for this network.
+    pub fn row(&self, metric: Metric, value: f64, samples: usize) -> ResultRow {
         ResultRow::clean(
             &self.backbone,
             &self.dataset,
@@ -471,169 +422,13 @@ pub fn log_log(spectrum: &[f64]) -> Vec<(f64, f64)> {
         .collect()
 }
 
-/// Clean accuracy on `test`, then on `attacked` what `evaluation` asks for.
-pub fn evaluate<M: Backbone>(
-    network: &Network<M>,
-    test: &Images,
-    attacked: &Images,
-    view: &InputView,
-    evaluation: &Evaluation,
-    base: &RowBase,
-) -> Result<Vec<ResultRow>, StudyError> {
-    let mut rows = Vec::new();
-    let acc = accuracy(network, test, view, 500)?;
-    rows.push(base.row(Metric::Accuracy, acc, test.len()));
-    let device = network.device()?;
-    let all: Vec<usize> = (0..attacked.len()).collect();
-    let images = view.pixels(attacked, &all, &device)?;
-    let labels = attacked.classes(&all)?;
-    let model = attack_mode(network.duplicate());
-    let classes = network.task().outputs();
-    let n = labels.len();
-    let predict_all = |x: &Tensor<4>| -> Result<Vec<usize>, StudyError> {
-        let mut predicted = Vec::with_capacity(n);
-        for start in (0..n).step_by(250) {
-            let end = (start + 250).min(n);
-            predicted.extend(signsym_attacks::predict(
-                &model,
-                x.clone().slice(start..end),
-            )?);
-        }
-        Ok(predicted)
-    };
-    let accuracy_row = |predicted: &[usize], metric: Metric| -> Result<ResultRow, StudyError> {
-        let correct = predicted
-            .iter()
-            .zip(&labels)
-            .filter(|(p, l)| p == l)
-            .count();
-        let (lo, hi) = wilson_interval(correct, n, 0.95)?;
-        let mut row = base.row(metric, correct as f64 / n as f64, n);
-        row.ci_low = Some(lo);
-        row.ci_high = Some(hi);
-        Ok(row)
-    };
-    for (k, &norm) in evaluation.noise_norms.iter().enumerate() {
-        for (j, kind) in [NoiseKind::Gaussian, NoiseKind::Uniform]
-            .into_iter()
-            .enumerate()
-        {
-            let seed = super::datasets::subset_seed(evaluation.seed, &format!("noise {k} {j}"));
-            let noisy = add_noise(&images, kind, norm, seed)?;
-            let mut row = accuracy_row(&predict_all(&noisy)?, Metric::NoiseAccuracy)?;
-            row.attack = kind.name().into();
-            row.epsilon = norm;
-            rows.push(row);
-        }
-    }
-    for &epsilon in &evaluation.epsilons {
-        let pgd = PgdConfig::new()
-            .with_steps(evaluation.pgd_steps)
-            .with_step_size(StepSize::Relative(2.5 / evaluation.pgd_steps.max(1) as f64))
-            .with_random_start(true)
-            .with_seed(evaluation.seed)
-            .init()?;
-        let fgsm = signsym_attacks::Fgsm::default();
-        let mut attacks: Vec<&dyn BoundedAttack> = Vec::new();
-        if evaluation.fgsm {
-            attacks.push(&fgsm);
-        }
-        attacks.push(&pgd);
-        for attack in attacks {
-            let mut predicted = Vec::with_capacity(n);
-            for start in (0..n).step_by(250) {
-                let end = (start + 250).min(n);
-                let out = attack.run(
-                    &model,
-                    &images.clone().slice(start..end),
-                    &labels[start..end],
-                    epsilon,
-                    &GradientSource::Exact,
-                )?;
-                predicted.extend(out.predicted);
-            }
-            let mut row = accuracy_row(&predicted, Metric::RobustAccuracy)?;
-            row.attack = attack.name();
-            row.source = Some(SourceKind::Exact);
-            row.epsilon = epsilon;
-            rows.push(row.clone());
-            if attack.name() != pgd.name() || !evaluation.fairness {
-                continue;
-            }
-            {
-                let mut confusion = ConfusionMatrix::new(classes)?;
-                confusion.update(&labels, &predicted)?;
-                let report = confusion.fairness();
-                let mut add = |metric: Metric, value: f64, samples: usize, detail: String| {
-                    let mut r = row.clone().with_detail(detail);
-                    r.metric = metric;
-                    r.value = value;
-                    r.samples = samples;
-                    r.ci_low = None;
-                    r.ci_high = None;
-                    rows.push(r);
-                };
-                for (c, a) in report.per_class_accuracy.iter().enumerate() {
-                    if let Some(a) = a {
-                        let count = labels.iter().filter(|&&l| l == c).count();
-                        add(Metric::ClassRobustAccuracy, *a, count, format!("class {c}"));
-                    }
-                }
-                if let Some((c, a)) = report.worst_class {
-                    add(Metric::WorstClassRobustAccuracy, a, n, format!("class {c}"));
-                }
-                if let Some(m) = report.mean_class_accuracy {
-                    add(Metric::MeanClassRobustAccuracy, m, n, String::new());
-                }
-                add(Metric::Asymmetry, report.total_asymmetry, n, String::new());
-                let (target, share) = report
-                    .target_share
-                    .iter()
-                    .enumerate()
-                    .fold((0, 0.0), |b, (j, &s)| if s > b.1 { (j, s) } else { b });
-                add(Metric::MaxTargetShare, share, n, format!("class {target}"));
-                for (i, v) in report.asymmetry.iter().enumerate() {
-                    add(
-                        Metric::Asymmetry,
-                        *v,
-                        n,
-                        format!("pair {} {}", i / classes, i % classes),
-                    );
-                }
-            }
-        }
-    }
-    if let Some(hsj) = &evaluation.hop_skip_jump {
-        let m = hsj.examples.min(n);
-        if m > 0 {
-            let attack = HopSkipJumpConfig::new()
-                .with_norm(Norm::L2)
-                .with_query_budget(hsj.queries)
-                .with_seed(evaluation.seed)
-                .init()?;
-            let out = attack.run(&model, &images.clone().slice(0..m), &labels[..m])?;
-            for (i, d) in out.distances.iter().enumerate() {
-                let mut row = base.row(Metric::MinAdversarialDistance, *d, 1);
-                row.attack = attack.name();
-                row.detail = format!("image {i}");
-                rows.push(row);
-            }
-        }
-    }
-    if evaluation.representation {
-        rows.extend(representation(network, &images, base, evaluation.seed)?);
-    }
-    Ok(rows)
-}
-
 /// The features' Jacobian norm and spectrum exponent on `images`, and σ_max of every layer.
-fn representation<M: Backbone>(
+pub(crate) fn representation<M: Backbone>(
     network: &Network<M>,
     images: &Tensor<4>,
-    base: &RowBase,
     seed: u64,
-) -> Result<Vec<ResultRow>, StudyError> {
-    let mut rows = Vec::new();
+) -> Result<Vec<Measure>, StudyError> {
+    let mut measures = Vec::new();
     let model = signsym_models::eval_mode(network.duplicate());
     let n = images.dims()[0];
     let backbone = &model.backbone;
@@ -647,7 +442,7 @@ fn representation<M: Backbone>(
         )?;
         total += norm.per_sample.iter().sum::<f64>();
     }
-    rows.push(base.row(Metric::JacobianNorm, total / n as f64, n));
+    measures.push(Measure::new(Metric::JacobianNorm, total / n as f64, n, ""));
     let features = model.valid().backbone.features(images.clone().inner());
     let dim = features.dims()[1];
     let values = features
@@ -655,11 +450,7 @@ fn representation<M: Backbone>(
         .map_err(|e| invalid("features", format!("{e:?}"), "unreadable"))?;
     let spectrum = activation_spectrum(&values, n, dim)?;
     if let Some((fit, detail)) = power_law(&spectrum)? {
-        let mut row = base
-            .row(Metric::PowerLawAlpha, fit.alpha, n)
-            .with_detail(detail);
-        row.ci_low = None;
-        rows.push(row);
+        measures.push(Measure::new(Metric::PowerLawAlpha, fit.alpha, n, &detail));
     }
     let mut sigma = SpectralRegularizerConfig::new()
         .with_power_iterations(50)
@@ -671,12 +462,9 @@ fn representation<M: Backbone>(
     });
     for (path, w) in weights {
         let s = sigma.sigma_max(&path, w).into_scalar::<f32>();
-        rows.push(
-            base.row(Metric::SigmaMax, f64::from(s), 1)
-                .with_detail(path),
-        );
+        measures.push(Measure::new(Metric::SigmaMax, f64::from(s), 1, &path));
     }
-    Ok(rows)
+    Ok(measures)
 }
 
 /// The covariance spectrum of the features of `images` (eigenvalues, descending), for

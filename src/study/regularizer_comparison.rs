@@ -14,14 +14,13 @@ use signsym_feedback::FeedbackRule;
 
 use super::datasets::DatasetName;
 use super::error::StudyError;
+use super::evaluation::Evaluation;
 use super::experiments::{
     ExperimentArgs, load, prepare_out, pretrain, transfer_rows, write_results,
 };
 use super::keys::Metric;
 use super::output::{ResultRow, text_table};
-use super::pipeline::{
-    Evaluation, Method, feature_spectrum, log_log, pixel_spectrum, regularized_methods,
-};
+use super::pipeline::{Method, feature_spectrum, log_log, pixel_spectrum, regularized_methods};
 use super::plot::{Panel, Series, plot_panels};
 
 /// The settings of [`run`].
@@ -60,12 +59,8 @@ pub fn run(
     prepare_out(&out, args)?;
     let data = load(c, c.pretrain_dataset.unwrap_or(DatasetName::Mnist))?;
     let evaluation = Evaluation {
-        epsilons: vec![c.epsilon],
-        pgd_steps: c.eval_steps,
-        fairness: false,
         representation: true,
-        seed: c.seed,
-        ..Evaluation::default()
+        ..c.evaluation()
     };
     let device = c.device.device()?;
     let all: Vec<usize> = (0..data.attacked.len()).collect();
@@ -91,6 +86,9 @@ pub fn run(
             &out,
             stop.clone(),
         )?);
+    }
+    if let Some(notice) = c.sharding().notice(&out) {
+        return Ok((rows, notice, Vec::new()));
     }
     let summary = summary(args, &rows);
     println!("\n{summary}");

@@ -17,27 +17,27 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use burn::config::Config;
-use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
-use signsym_attacks::{
-    EntryReport, Fgsm, GradientAlignment, GradientSource, HopSkipJumpConfig, InputBox, Norm,
-    ObfuscationFlag, PgdConfig, RobustnessSuite, SourceKind, attack_mode, gradient_alignment,
-};
+use signsym_attacks::{EntryReport, Norm, ObfuscationFlag, SourceKind};
 use signsym_feedback::FeedbackRule;
+use signsym_feedback::random::with_device_seed;
 use signsym_losses::CrossEntropyConfig;
-use signsym_models::{FineTuneConfig, ModelError, Network, SmallCnnConfig, Task, fine_tune};
+use signsym_models::{FineTuneConfig, Network, SmallCnnConfig, Task};
 
 use super::datasets::{
     ClassBatches, Images, InputView, accuracy, load_classification, subset_seed,
 };
 use super::error::{StudyError, invalid};
+use super::evaluation::{
+    AttackSpec, AutoAttackSubset, EntrySpec, Evaluation, EvaluationPart, SourceChoice, evaluate,
+};
 use super::keys::Metric;
 use super::output::{
     Machine, ResultRow, read_json, text_table, write_atomic, write_csv, write_json,
 };
-use super::pipeline::{Method, Training, train_method};
+use super::pipeline::{Method, Training, train_method, train_network};
 use super::plot::plot_panels;
-use super::shard::{OBFUSCATION_MARGIN, Shard, merge_groups, obfuscation, shard_files};
+use super::shard::{Shard, shard_files};
 use super::summary::{robustness_panels, robustness_tables};
 use super::{DatasetName, DeviceChoice};
 
@@ -166,6 +166,46 @@ impl RobustFinetuneConfig {
         Ok(())
     }
 
+    /// What each fine-tuned network is measured by: FGSM and PGD (the paper's steps of ε/3)
+    /// under the feedback and the exact gradient on every attacked image, HopSkipJump (L∞) and
+    /// the reduced AutoAttack (exact gradient) on the first ones, and the feedback/exact
+    /// gradient cosine, in batches of `attack_batch`.
+    pub fn evaluation(&self) -> Evaluation {
+        let pgd = AttackSpec::Pgd {
+            steps: self.pgd_steps,
+            random_start: false,
+        };
+        let mut entries = Vec::new();
+        for attack in [AttackSpec::Fgsm, pgd] {
+            for source in [SourceChoice::Feedback, SourceChoice::Exact] {
+                entries.push(EntrySpec::new(attack.clone(), source));
+            }
+        }
+        if self.hsj_examples > 0 {
+            let hsj = AttackSpec::HopSkipJump {
+                norm: Norm::Linf,
+                queries: self.hsj_queries,
+            };
+            entries.push(EntrySpec::new(hsj, SourceChoice::Exact).on_first(self.hsj_examples));
+        }
+        let autoattack = AutoAttackSubset {
+            examples: self.autoattack_examples,
+            steps: self.autoattack_steps,
+            targets: self.autoattack_targets,
+            queries: self.autoattack_queries,
+        };
+        entries.extend(autoattack.entry());
+        Evaluation {
+            epsilons: self.epsilons.clone(),
+            entries,
+            gradient_cosine: true,
+            seed: self.seed,
+            attack_batch: self.attack_batch,
+            clean_batch: 500,
+            ..Evaluation::default()
+        }
+    }
+
     /// The settings that decide the numbers (not where they go, nor the progress display).
     fn fingerprint(&self) -> Self {
         self.clone().with_out(PathBuf::new()).with_progress(true)
@@ -208,18 +248,9 @@ pub struct RuleShard {
     pub train_loss: f64,
     /// Fine-tuning wall time, seconds.
     pub train_seconds: f64,
-    /// Top-1 accuracy on every Fashion-MNIST test image (each shard scores all of them).
-    pub clean_accuracy: f64,
-    /// Test images behind `clean_accuracy`.
-    pub test_examples: usize,
-    /// FGSM and PGD under each gradient source on this shard's images (`None`: it has none).
-    pub gradient: Option<Vec<EntryReport>>,
-    /// HopSkipJump on this shard's part of its subset.
-    pub decision: Option<Vec<EntryReport>>,
-    /// AutoAttack on this shard's part of its subset.
-    pub autoattack: Option<Vec<EntryReport>>,
-    /// Cosine between the feedback and the exact input gradient of each attacked image.
-    pub gradient_cosines: Vec<f64>,
+    /// Clean accuracy on every Fashion-MNIST test image (each shard scores all of them), and
+    /// the attacks and gradient cosines on this shard's images, per sample.
+    pub evaluation: EvaluationPart,
     /// Wall time of the attacks, seconds.
     pub attack_seconds: f64,
     /// The machine that ran this shard.
@@ -230,7 +261,7 @@ impl RuleShard {
     /// The shards of one rule, in order `1/N … N/N`, as the rule's result: training numbers
     /// from the first, attack entries and the gradient cosine recounted over all images,
     /// obfuscation flags from the recounted curves.
-    pub fn combine(parts: &[RuleShard], epsilons: &[f64]) -> Result<RuleResult, StudyError> {
+    pub fn combine(parts: &[RuleShard], evaluation: &Evaluation) -> Result<RuleResult, StudyError> {
         let Some(first) = parts.first() else {
             return Err(invalid("shards", 0, "no shard to merge"));
         };
@@ -242,47 +273,37 @@ impl RuleShard {
                     "must be one rule's shards 1/N … N/N, in order",
                 ));
             }
-            if part.clean_accuracy != first.clean_accuracy
+            let clean = part.evaluation.clean_accuracy;
+            if clean != first.evaluation.clean_accuracy
                 || part.machine.vector_features != first.machine.vector_features
             {
                 eprintln!(
-                    "note: {} shard {} ran on {} (clean accuracy {}), shard 1 on {} ({}): \
+                    "note: {} shard {} ran on {} (clean accuracy {clean}), shard 1 on {} ({}): \
                      machines with other vector units can differ in the last digits",
                     part.rule,
                     part.shard,
                     part.machine,
-                    part.clean_accuracy,
                     first.machine,
-                    first.clean_accuracy
+                    first.evaluation.clean_accuracy
                 );
             }
         }
-        let gradient = merge_groups(parts.iter().map(|p| &p.gradient))?;
-        let obfuscation = obfuscation(&gradient, epsilons);
-        let mut entries = gradient;
-        entries.extend(merge_groups(parts.iter().map(|p| &p.decision))?);
-        entries.extend(merge_groups(parts.iter().map(|p| &p.autoattack))?);
+        let evaluated: Vec<EvaluationPart> = parts.iter().map(|p| p.evaluation.clone()).collect();
+        let merged = EvaluationPart::merge(&evaluated)?;
         // The curves keep the counts; the per-sample outcomes stay in the shard files.
+        let mut entries = merged.reports();
         for entry in &mut entries {
             entry.per_sample.clear();
         }
-        let gradient_cosine = GradientAlignment {
-            per_sample: parts
-                .iter()
-                .flat_map(|p| p.gradient_cosines.iter().copied())
-                .collect(),
-            batch: f64::NAN,
-        }
-        .mean();
         Ok(RuleResult {
             rule: first.rule,
             train_loss: first.train_loss,
             train_seconds: first.train_seconds,
-            clean_accuracy: first.clean_accuracy,
-            test_examples: first.test_examples,
+            clean_accuracy: merged.clean_accuracy,
+            test_examples: merged.test_examples,
             entries,
-            obfuscation,
-            gradient_cosine,
+            obfuscation: merged.obfuscation(evaluation),
+            gradient_cosine: merged.gradient_cosine(),
             attack_seconds: parts.iter().map(|p| p.attack_seconds).sum(),
         })
     }
@@ -358,7 +379,7 @@ pub fn run(
         stop,
         |rule| config.out.join(format!("rules/{rule}.json")),
         // The whole run keeps the rule's result; its per-sample outcomes are not kept.
-        |part| RuleShard::combine(std::slice::from_ref(&part), &config.epsilons),
+        |part| RuleShard::combine(std::slice::from_ref(&part), &config.evaluation()),
     )?;
     finish(config, pretrain_accuracy, results)
 }
@@ -419,7 +440,7 @@ pub fn merge(out: &std::path::Path) -> Result<(RobustFinetuneReport, Outputs), S
                 .ok_or_else(|| invalid("shard file", path.display(), "vanished while merging"))?;
             parts.push(part);
         }
-        let result = RuleShard::combine(&parts, &config.epsilons)?;
+        let result = RuleShard::combine(&parts, &config.evaluation())?;
         write_json(&dir.join(format!("{rule}.json")), &result)?;
         results.push(result);
     }
@@ -450,10 +471,6 @@ fn train_and_attack<T: Serialize + serde::de::DeserializeOwned>(
     }
     write_json(&settings_path, config)?;
     let stopped = || stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst));
-    let interrupted = |e: ModelError| match e {
-        ModelError::Interrupted { .. } => StudyError::Interrupted { out: out.clone() },
-        other => other.into(),
-    };
 
     let device = config.device.device()?;
     let mnist = load_classification(DatasetName::Mnist, &config.data_dir, 28, config.seed)?;
@@ -485,12 +502,13 @@ fn train_and_attack<T: Serialize + serde::de::DeserializeOwned>(
             .collect::<Vec<_>>()
             .join(", ")
     );
-    device.seed(config.seed);
-    let backbone = SmallCnnConfig::new()
-        .with_channels(config.channels)
-        .with_hidden(config.hidden)
-        .init(&device)?;
-    let network = Network::new(backbone, Task::classification(10), &device)?;
+    let network = with_device_seed(&device, config.seed, || {
+        let backbone = SmallCnnConfig::new()
+            .with_channels(config.channels)
+            .with_hidden(config.hidden)
+            .init(&device)?;
+        Ok::<_, StudyError>(Network::new(backbone, Task::classification(10), &device)?)
+    })?;
     let ce = CrossEntropyConfig::new().init(&device)?;
     let pre_config = FineTuneConfig::pretraining(config.pretrain_lr)
         .with_epochs(config.pretrain_epochs)
@@ -498,23 +516,24 @@ fn train_and_attack<T: Serialize + serde::de::DeserializeOwned>(
         .with_seed(config.seed)
         .with_progress(config.progress)
         .with_checkpoint_dir(Some(out.join("checkpoints/pretrain")));
-    let pre = fine_tune(
-        network,
-        ce.clone(),
+    let (pretrained, _, _) = train_network(
+        &network,
+        None,
+        ce,
+        &mut [],
         &ClassBatches {
             images: &mnist_train,
             view: &view,
         },
-        None,
         &pre_config,
         stop.clone(),
     )
-    .map_err(interrupted)?;
+    .map_err(|e| e.resumed_from(out))?;
     let pretrain_path = out.join("pretrain.json");
     let pretrain_accuracy = match read_json::<Pretrained>(&pretrain_path)? {
         Some(p) => p.accuracy,
         None => {
-            let a = accuracy(&pre.network, &mnist_test, &view, 500)?;
+            let a = accuracy(&pretrained, &mnist_test, &view, 500)?;
             write_json(&pretrain_path, &Pretrained { accuracy: a })?;
             a
         }
@@ -522,9 +541,7 @@ fn train_and_attack<T: Serialize + serde::de::DeserializeOwned>(
     println!("pre-trained: MNIST test accuracy {pretrain_accuracy:.4}");
 
     let attack_set = draw(&test, config.attack_examples, "attack")?;
-    let all: Vec<usize> = (0..attack_set.len()).collect();
-    let attack_labels = attack_set.classes(&all)?;
-    let attack_images = view.pixels(&attack_set, &all, &device)?;
+    let evaluation = config.evaluation();
 
     let mut results = Vec::new();
     for &rule in &config.rules {
@@ -550,7 +567,7 @@ fn train_and_attack<T: Serialize + serde::de::DeserializeOwned>(
             progress: config.progress,
         };
         let (network, history) = train_method(
-            &pre.network,
+            &pretrained,
             true,
             &Method::standard("standard", rule),
             &train,
@@ -559,14 +576,10 @@ fn train_and_attack<T: Serialize + serde::de::DeserializeOwned>(
             out.join(format!("checkpoints/{rule}")),
             stop.clone(),
         )
-        .map_err(|e| match e {
-            StudyError::Interrupted { .. } => StudyError::Interrupted { out: out.clone() },
-            other => other,
-        })?;
+        .map_err(|e| e.resumed_from(out))?;
         let last = history.last();
-        let clean_accuracy = accuracy(&network, &test, &view, 500)?;
         println!(
-            "{rule}: clean accuracy {clean_accuracy:.4} on {} test images; attacking{}",
+            "{rule}: fine-tuned; scoring {} test images and attacking{}",
             test.len(),
             if shard == Shard::WHOLE {
                 String::new()
@@ -575,26 +588,26 @@ fn train_and_attack<T: Serialize + serde::de::DeserializeOwned>(
             }
         );
         let started = Instant::now();
-        let model = attack_mode(network.duplicate());
-        let attacks = attack_rule(
-            config,
-            &model,
-            &attack_images,
-            &attack_labels,
+        let evaluated = evaluate(
+            &network,
+            None,
+            &test,
+            &attack_set,
+            &view,
+            &evaluation,
             shard,
-            &device,
+            config.progress,
         )?;
+        println!(
+            "{rule}: clean accuracy {:.4} on {} test images",
+            evaluated.clean_accuracy, evaluated.test_examples
+        );
         let result = RuleShard {
             rule,
             shard,
             train_loss: last.map_or(f64::NAN, |e| e.train_loss),
             train_seconds: history.iter().map(|e| e.seconds).sum(),
-            clean_accuracy,
-            test_examples: test.len(),
-            gradient: attacks.gradient,
-            decision: attacks.decision,
-            autoattack: attacks.autoattack,
-            gradient_cosines: attacks.cosines,
+            evaluation: evaluated,
             attack_seconds: started.elapsed().as_secs_f64(),
             machine: Machine::current(),
         };
@@ -603,110 +616,6 @@ fn train_and_attack<T: Serialize + serde::de::DeserializeOwned>(
         results.push(kept);
     }
     Ok((pretrain_accuracy, results))
-}
-
-/// One shard's attacks: each group (`None` where the shard holds none of its images).
-struct ShardAttacks {
-    gradient: Option<Vec<EntryReport>>,
-    decision: Option<Vec<EntryReport>>,
-    autoattack: Option<Vec<EntryReport>>,
-    cosines: Vec<f64>,
-}
-
-/// The attacks on `shard`'s images, in batches of `attack_batch` that start where the unsharded
-/// run's batches start: the same batches, so the same draws and the same per-sample outcomes.
-fn attack_rule<M: signsym_models::Backbone>(
-    config: &RobustFinetuneConfig,
-    model: &Network<M>,
-    images: &Tensor<4>,
-    labels: &[usize],
-    shard: Shard,
-    device: &Device,
-) -> Result<ShardAttacks, StudyError> {
-    let unit = config.attack_batch;
-    let n = labels.len();
-    let fgsm = Fgsm::new(InputBox::new(0.0, 1.0)?)?;
-    let pgd = PgdConfig::paper()
-        .with_steps(config.pgd_steps)
-        .with_seed(config.seed)
-        .init()?;
-    let suite = || {
-        Ok::<_, StudyError>(
-            RobustnessSuite::new(Norm::Linf, config.epsilons.clone())?
-                .with_batch_size(unit)
-                .with_obfuscation_margin(OBFUSCATION_MARGIN)
-                .with_progress(config.progress),
-        )
-    };
-    let range = shard.range(n, unit);
-    let (gradient, cosines) = if range.is_empty() {
-        (None, Vec::new())
-    } else {
-        device.seed(config.seed);
-        let x = images.clone().slice(range.clone());
-        let report = suite()?
-            .attack(&fgsm, GradientSource::Feedback)
-            .attack(&fgsm, GradientSource::Exact)
-            .attack(&pgd, GradientSource::Feedback)
-            .attack(&pgd, GradientSource::Exact)
-            .run(model, &x, &labels[range.clone()])?;
-        // Per batch, as the attacks, so a shard's cosines are the unsharded run's.
-        let mut cosines = Vec::with_capacity(range.len());
-        for batch in shard.batches(n, unit) {
-            // brSF draws its feedback from the device: seeded by the batch, not by what ran before.
-            device.seed(signsym_feedback::splitmix64(
-                config.seed.wrapping_add(batch.start as u64),
-            ));
-            cosines.extend(
-                gradient_alignment(model, &images.clone().slice(batch.clone()), &labels[batch])?
-                    .per_sample,
-            );
-        }
-        (Some(report.entries), cosines)
-    };
-
-    let hsj_range = shard.range(config.hsj_examples.min(n), unit);
-    let decision = if hsj_range.is_empty() {
-        None
-    } else {
-        let hsj = HopSkipJumpConfig::new()
-            .with_norm(Norm::Linf)
-            .with_query_budget(config.hsj_queries)
-            .with_seed(config.seed)
-            .init()?;
-        let x = images.clone().slice(hsj_range.clone());
-        Some(
-            suite()?
-                .decision_attack(&hsj)
-                .run(model, &x, &labels[hsj_range])?
-                .entries,
-        )
-    };
-
-    // A reduced suite on a subset (the settings say how reduced): the reference one costs about
-    // 50× more model calls per image.
-    let autoattack = super::paper::AutoAttackSubset {
-        examples: config.autoattack_examples,
-        steps: config.autoattack_steps,
-        targets: config.autoattack_targets,
-        queries: config.autoattack_queries,
-    }
-    .entries(
-        model,
-        images,
-        labels,
-        &config.epsilons,
-        config.seed,
-        config.progress,
-        shard,
-        unit,
-    )?;
-    Ok(ShardAttacks {
-        gradient,
-        decision,
-        autoattack,
-        cosines,
-    })
 }
 
 fn finish(

@@ -6,9 +6,7 @@ use std::ops::Range;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
-use signsym_attacks::{
-    EntryReport, ObfuscationFlag, merge_entries, obfuscation_flags, worst_case_flags,
-};
+use signsym_attacks::{EntryReport, ObfuscationFlag, obfuscation_flags, worst_case_flags};
 
 use super::error::{StudyError, invalid};
 
@@ -121,19 +119,6 @@ impl TryFrom<String> for Shard {
 impl From<Shard> for String {
     fn from(shard: Shard) -> Self {
         shard.to_string()
-    }
-}
-
-/// One group of entries (one attack suite's) from the shards, in order, merged: the shards
-/// without images for it hold `None`; empty when none holds it.
-pub(crate) fn merge_groups<'a>(
-    groups: impl IntoIterator<Item = &'a Option<Vec<EntryReport>>>,
-) -> Result<Vec<EntryReport>, StudyError> {
-    let present: Vec<Vec<EntryReport>> = groups.into_iter().flatten().cloned().collect();
-    if present.is_empty() {
-        Ok(Vec::new())
-    } else {
-        Ok(merge_entries(&present)?)
     }
 }
 

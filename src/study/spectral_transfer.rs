@@ -22,7 +22,7 @@ use super::experiments::{
 };
 use super::keys::Metric;
 use super::output::{ResultRow, text_table};
-use super::pipeline::{Evaluation, Method, TermSpec};
+use super::pipeline::{Method, TermSpec};
 use super::plot::{Panel, Series, plot_panels};
 
 /// The settings of [`run`].
@@ -67,14 +67,7 @@ pub fn run(
         .unwrap_or_else(|| "out/spectral_transfer".into());
     prepare_out(&out, args)?;
     let data = load(c, c.pretrain_dataset.unwrap_or(DatasetName::Mnist))?;
-    let evaluation = Evaluation {
-        epsilons: vec![c.epsilon],
-        pgd_steps: c.eval_steps,
-        fairness: false,
-        representation: false,
-        seed: c.seed,
-        ..Evaluation::default()
-    };
+    let evaluation = c.evaluation();
     let mut rows = Vec::new();
     for method in pretrainings(args) {
         println!("\npre-training: {}", method.name);
@@ -112,6 +105,9 @@ pub fn run(
             &out,
             stop.clone(),
         )?);
+    }
+    if let Some(notice) = c.sharding().notice(&out) {
+        return Ok((rows, notice, Vec::new()));
     }
     let summary = summary(args, &rows);
     println!("\n{summary}");

@@ -160,3 +160,53 @@ fn spectral_transfer_and_regularizer_comparison_tiny_runs() {
     }
     assert!(summary.contains("jacobian λ="), "{summary}");
 }
+
+/// Sy-FAR's experiment in three shards of its attacked images (batches of 4: the 16 images are
+/// 4 batches, so one shard holds two) and merged: the unsharded run's `results.csv` byte for
+/// byte, fairness rows included; a missing shard is named, not merged around.
+#[test]
+fn experiment_shards_merged_equal_the_unsharded_run() {
+    let _serial = crate::serial();
+    let whole = tempfile::tempdir().unwrap();
+    let sharded = tempfile::tempdir().unwrap();
+    let argv = |out: &std::path::Path, extra: &[&str]| {
+        let mut argv = tiny(out);
+        argv.extend(
+            ["--lambdas=0.5", "--train-steps=1", "--attack-batch=4"]
+                .iter()
+                .chain(extra)
+                .map(|s| s.to_string()),
+        );
+        Fair::parse_from(&argv).args
+    };
+    let unsharded = fair_adversarial::run(&argv(whole.path(), &[]), None).unwrap();
+    for i in 1..=3 {
+        let shard = format!("--shard={i}/3");
+        let out = fair_adversarial::run(&argv(sharded.path(), &[&shard]), None).unwrap();
+        assert!(
+            out.summary.contains(&format!("shard {i}/3 saved")),
+            "{}",
+            out.summary
+        );
+        assert!(out.files.is_empty());
+    }
+    assert!(!sharded.path().join("results.csv").exists());
+    let merged = fair_adversarial::run(&argv(sharded.path(), &["--merge"]), None).unwrap();
+    assert_eq!(merged.rows, unsharded.rows);
+    let csv = |d: &tempfile::TempDir| std::fs::read(d.path().join("results.csv")).unwrap();
+    assert_eq!(csv(&sharded), csv(&whole), "merged results.csv differs");
+    assert!(
+        merged
+            .rows
+            .iter()
+            .any(|r| r.metric == Metric::WorstClassRobustAccuracy)
+    );
+
+    // A missing shard is an error that names what is there.
+    let again = tempfile::tempdir().unwrap();
+    fair_adversarial::run(&argv(again.path(), &["--shard=1/2"]), None).unwrap();
+    let err = fair_adversarial::run(&argv(again.path(), &["--merge"]), None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("1/2") && err.contains("shard"), "{err}");
+}

@@ -156,3 +156,31 @@ fn local_learning_robustness_tiny_runs_resume_and_take_an_image_folder() {
     // Dark against bright is easy: the hybrid's head separates them.
     assert!(clean.value > 0.9, "{}", clean.value);
 }
+
+/// The local-learning study's evaluation (noise, FGSM/PGD, HopSkipJump distances,
+/// representation) in two shards, merged: the unsharded run's `results.csv` byte for byte.
+#[test]
+fn local_learning_shards_merged_equal_the_unsharded_run() {
+    let _serial = crate::serial();
+    let whole = tempfile::tempdir().unwrap();
+    let sharded = tempfile::tempdir().unwrap();
+    let extra = ["--datasets=mnist", "--attack-batch=8"];
+    let (rows, _, _) = local_learning::run(&tiny(whole.path(), &extra), None).unwrap();
+    for shard in ["--shard=1/2", "--shard=2/2"] {
+        let args = tiny(sharded.path(), &[extra[0], extra[1], shard]);
+        let (part, summary, files) = local_learning::run(&args, None).unwrap();
+        assert!(part.is_empty() && files.is_empty(), "{summary}");
+    }
+    let args = tiny(sharded.path(), &[extra[0], extra[1], "--merge"]);
+    let (merged, _, _) = local_learning::run(&args, None).unwrap();
+    assert_eq!(merged, rows);
+    let csv = |d: &tempfile::TempDir| std::fs::read(d.path().join("results.csv")).unwrap();
+    assert_eq!(csv(&sharded), csv(&whole), "merged results.csv differs");
+    for metric in [
+        Metric::NoiseAccuracy,
+        Metric::MinAdversarialDistance,
+        Metric::JacobianNorm,
+    ] {
+        assert!(rows.iter().any(|r| r.metric == metric), "no {metric}");
+    }
+}

@@ -188,3 +188,53 @@ fn robustness_shards_merged_equal_the_unsharded_run() {
         assert!(err.contains("other settings"), "{name}: {err}");
     }
 }
+
+/// Figure 3 (HAG and SDHA robust mAP, bootstrap intervals) in three shards of its queries
+/// (batches of 4: the 24 queries are 6 batches), merged: the unsharded run's `results.csv`
+/// byte for byte.
+#[test]
+fn retrieval_shards_merged_equal_the_unsharded_run() {
+    use signsym::study::Shard;
+    use signsym::study::paper::{RobustnessArgs, figure3_retrieval_robustness};
+    let _serial = crate::serial();
+    let attacks = RobustnessArgs {
+        epsilons: vec![0.0, 0.1],
+        steps: 2,
+        autoattack: None,
+        attack_batch: 4,
+        ..RobustnessArgs::paper()
+    };
+    let setting = |out: &std::path::Path| {
+        let mut a = args(out, "brsf,usf");
+        a.pretrain_examples = 400;
+        a.epochs = 1;
+        a.test_examples = Some(24);
+        a.database_examples = Some(200);
+        a
+    };
+    let run = |out: &std::path::Path, attacks: &RobustnessArgs| {
+        figure3_retrieval_robustness(&setting(out), attacks, 16, Some(50), None).unwrap()
+    };
+    let whole = tempfile::tempdir().unwrap();
+    let sharded = tempfile::tempdir().unwrap();
+    run(whole.path(), &attacks);
+    for i in 1..=3 {
+        let shard = RobustnessArgs {
+            shard: Some(Shard::new(i, 3).unwrap()),
+            ..attacks.clone()
+        };
+        assert!(run(sharded.path(), &shard).contains(&format!("shard {i}/3 saved")));
+    }
+    let merge = RobustnessArgs {
+        merge: true,
+        ..attacks.clone()
+    };
+    run(sharded.path(), &merge);
+    let csv = |d: &tempfile::TempDir| std::fs::read(d.path().join("results.csv")).unwrap();
+    assert_eq!(csv(&sharded), csv(&whole), "merged results.csv differs");
+    let rows = read_csv(&whole.path().join("results.csv")).unwrap();
+    // Two rules × HAG, SDHA × feedback, exact × two budgets, each over all 24 queries.
+    let robust: Vec<_> = rows.iter().filter(|r| r.metric.is_robust()).collect();
+    assert_eq!(robust.len(), 2 * 2 * 2 * 2);
+    assert!(robust.iter().all(|r| r.samples == 24));
+}

@@ -153,12 +153,17 @@ fn shards_merged_equal_the_unsharded_run() {
     for i in 1..=3 {
         let parts = run_shard(&config(shard_dir.path()), Shard::new(i, 3).unwrap(), None).unwrap();
         assert_eq!(parts.len(), 2);
-        let images = |g: &Option<Vec<signsym::attacks::EntryReport>>| {
-            g.as_ref().map_or(0, |e| e[0].per_sample[0].len())
+        // Entries: FGSM and PGD × feedback, exact; HopSkipJump; AutoAttack.
+        let images = |k: usize| {
+            parts[0].evaluation.entries[k]
+                .as_ref()
+                .map_or(0, |e| e.report.per_sample[0].len())
         };
-        assert_eq!(images(&parts[0].gradient), 8, "shard {i}");
-        assert_eq!(images(&parts[0].decision), if i == 3 { 3 } else { 0 });
-        assert_eq!(images(&parts[0].autoattack), if i == 1 { 0 } else { 4 });
+        assert_eq!(images(0), 8, "shard {i}");
+        assert_eq!(images(3), 8, "shard {i}");
+        assert_eq!(images(4), if i == 3 { 3 } else { 0 });
+        assert_eq!(images(5), if i == 1 { 0 } else { 4 });
+        assert_eq!(parts[0].evaluation.cosines.len(), 8);
     }
     // Later shards trained nothing: they loaded the first one's checkpoints.
     let (merged, merged_out) = merge(shard_dir.path()).unwrap();

@@ -188,16 +188,47 @@ pub fn robust_map(
     map: MapConfig,
     batch_size: usize,
 ) -> Result<RobustnessCurve, AttackError> {
+    let per_query = robust_ap_per_query(
+        model,
+        attack,
+        queries,
+        query_labels,
+        database,
+        epsilons,
+        source,
+        map,
+        batch_size,
+    )?;
+    map_curve(
+        format!("{}/{}", attack.name(), source.name()),
+        map,
+        epsilons,
+        &per_query,
+    )
+}
+
+/// Per budget and query, the AP@k of the query's adversarial code (`[ε][query]`): what
+/// [`robust_map`] averages. A query's AP depends on its own code alone, so the APs of
+/// consecutive query sets attacked apart (in the same batches) concatenate into those of the
+/// whole set, and [`map_curve`] of the concatenation is the whole set's curve.
+#[allow(clippy::too_many_arguments)]
+pub fn robust_ap_per_query(
+    model: &dyn AttackModel,
+    attack: &dyn RetrievalAttack,
+    queries: &Tensor<4>,
+    query_labels: &LabelSets,
+    database: &HashDatabase,
+    epsilons: &[f64],
+    source: &GradientSource<'_>,
+    map: MapConfig,
+    batch_size: usize,
+) -> Result<Vec<Vec<f64>>, AttackError> {
     check_epsilons(epsilons)?;
     check_count("batch size", batch_size)?;
     let n = queries.dims()[0];
     check_batch("query labels", n, query_labels.len())?;
     let bits = database.bits();
-    let mut curve = RobustnessCurve::new(
-        format!("{}/{}", attack.name(), source.name()),
-        RobustMetric::MapAtK(map.top_k),
-        0.95,
-    )?;
+    let mut per_query = Vec::with_capacity(epsilons.len());
     for &epsilon in epsilons {
         let mut codes = Vec::with_capacity(n * bits);
         for range in chunks(n, batch_size) {
@@ -214,7 +245,23 @@ pub fn robust_map(
             database.labels(),
             map,
         )?;
-        curve.push_map(epsilon, &report.per_query_ap, 1000, 0)?;
+        per_query.push(report.per_query_ap);
+    }
+    Ok(per_query)
+}
+
+/// The robust mAP@k curve of per-query APs (`[ε][query]`), with percentile-bootstrap intervals
+/// over queries (1,000 resamples, seed 0).
+pub fn map_curve(
+    label: String,
+    map: MapConfig,
+    epsilons: &[f64],
+    per_query: &[Vec<f64>],
+) -> Result<RobustnessCurve, AttackError> {
+    check_batch("per-ε AP lists", epsilons.len(), per_query.len())?;
+    let mut curve = RobustnessCurve::new(label, RobustMetric::MapAtK(map.top_k), 0.95)?;
+    for (&epsilon, aps) in epsilons.iter().zip(per_query) {
+        curve.push_map(epsilon, aps, 1000, 0)?;
     }
     Ok(curve)
 }

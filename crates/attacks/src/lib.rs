@@ -31,7 +31,10 @@ pub use bounds::{InputBox, Norm};
 pub use decision::{Criterion, MinimizationAttack, MinimizationOutput};
 pub use diagnostics::gradient_alignment;
 pub use error::AttackError;
-pub use evaluate::{min_norm_per_sample, robust_accuracy, robust_map, robust_per_sample};
+pub use evaluate::{
+    map_curve, min_norm_per_sample, robust_accuracy, robust_ap_per_query, robust_map,
+    robust_per_sample,
+};
 pub use hag::{Hag, HagConfig};
 pub use hop_skip_jump::{HopSkipJump, HopSkipJumpConfig};
 pub use model::{AttackModel, FnModel, attack_mode, predict};

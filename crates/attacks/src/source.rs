@@ -3,6 +3,7 @@
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 use signsym_feedback::exact_gradients;
+use signsym_feedback::random::RandomScope;
 
 use crate::error::{AttackError, check_count};
 use crate::model::AttackModel;
@@ -162,8 +163,9 @@ impl GradientSource<'_> {
     /// The input gradient of `loss(model, x)` at `x` (on `x`'s device, without autodiff).
     ///
     /// `loss` returns a scalar (`[1]`) and is applied to the surrogate for
-    /// [`Transfer`](Self::Transfer). `seed` reseeds the device before each backward, so a random
-    /// feedback (brSF) draws the same matrices for the same seed.
+    /// [`Transfer`](Self::Transfer). Each backward draws in a
+    /// [`RandomScope`] seeded with `seed`, so a random feedback (brSF) draws the same matrices
+    /// for the same seed, whatever other threads draw meanwhile.
     pub fn input_gradient(
         &self,
         model: &dyn AttackModel,
@@ -220,9 +222,9 @@ impl GradientSource<'_> {
         objective: &dyn Fn(&dyn AttackModel, Tensor<4>) -> (Tensor<1>, T),
     ) -> Result<(Tensor<4>, T), AttackError> {
         let x = x.clone().inner();
-        let device = x.device();
         let one = |model: &dyn AttackModel, exact: bool, seed: u64| {
-            device.seed(seed);
+            // brSF's draws from this thread's own generator: other threads cannot move it.
+            let _draws = RandomScope::enter(seed);
             let input = x.clone().autodiff().require_grad();
             let (out, extra) = if exact {
                 exact_gradients(|| objective(model, input.clone()))

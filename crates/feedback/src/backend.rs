@@ -100,6 +100,12 @@ impl FeedbackKernel {
             FeedbackForm::Sign => B::float_sign(weight.clone()),
             FeedbackForm::MaskedSign => B::float_mul(aux(), B::float_sign(weight.clone())),
             FeedbackForm::RandomMaskedSign(distribution) => {
+                // A scope's key seeds the device for this one draw, under the lock that keeps
+                // other threads from seeding or drawing in between.
+                let _guard = crate::random::DeviceRngGuard::acquire();
+                if let Some(key) = crate::random::scoped_key() {
+                    B::seed(&device, key);
+                }
                 let mask =
                     B::float_random(weight.shape(), distribution, &device, weight.dtype().into());
                 B::float_mul(mask, B::float_sign(weight.clone()))

@@ -7,7 +7,8 @@
 //! Here each element is read once and `V₀` written once while both norms accumulate (the scale is
 //! returned apart, for the backward to apply to whichever of `V` and the input gradient is
 //! smaller); brSF's magnitudes come from a counter-based SplitMix64 stream keyed by one draw of
-//! the device generator, so `Backend::seed` still fixes them and the chunks can run in parallel.
+//! the thread's random scope (or the device generator), so the seed fixes them and the chunks
+//! can run in parallel.
 //! Chunks have a fixed size and their sums are added in order: the result does not depend on the
 //! number of threads.
 
@@ -75,18 +76,22 @@ impl Magnitude {
     }
 }
 
-/// A key for brSF's stream from the device generator (two uniform draws, 48 bits).
+/// A key for brSF's stream: from this thread's [`RandomScope`](crate::random::RandomScope) when
+/// one is active, else from the device generator (two uniform draws, as the scope draws them).
 fn draw_key() -> u64 {
-    let draw = Flex::float_random(
-        Shape::new([2]),
-        Distribution::Default,
-        &Default::default(),
-        FloatDType::F32,
-    );
-    let values = draw.into_data();
-    let values = values.as_slice::<f32>().expect("f32 draw");
-    let bits = (u64::from(values[0].to_bits()) << 32) | u64::from(values[1].to_bits());
-    splitmix64(bits)
+    crate::random::scoped_key().unwrap_or_else(|| {
+        let _guard = crate::random::DeviceRngGuard::acquire();
+        let draw = Flex::float_random(
+            Shape::new([2]),
+            Distribution::Default,
+            &Default::default(),
+            FloatDType::F32,
+        );
+        let values = draw.into_data();
+        let values = values.as_slice::<f32>().expect("f32 draw");
+        let bits = (u64::from(values[0].to_bits()) << 32) | u64::from(values[1].to_bits());
+        splitmix64(bits)
+    })
 }
 
 /// Writes `V₀ = v0(index, w, a)` for one chunk (`a` is the auxiliary tensor's chunk, or the

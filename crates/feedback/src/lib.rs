@@ -12,6 +12,7 @@ mod flex_pool;
 mod fused;
 pub mod layers;
 pub mod ops;
+pub mod random;
 mod rule;
 mod scope;
 mod visit;

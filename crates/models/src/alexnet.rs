@@ -128,11 +128,9 @@ impl Backbone for AlexNet {
         let x = self.relu.forward(f[3].forward(x));
         let x = crate::pool::max_pool(&self.pool, self.relu.forward(f[4].forward(x)));
         let x = self.avgpool.forward(x).flatten::<2>(1, 3);
-        let x = self
-            .relu
-            .forward(self.classifier[0].forward(self.dropout.forward(x)));
-        self.relu
-            .forward(self.classifier[1].forward(self.dropout.forward(x)))
+        let drop = |x| crate::dropout::dropout(&self.dropout, x);
+        let x = self.relu.forward(self.classifier[0].forward(drop(x)));
+        self.relu.forward(self.classifier[1].forward(drop(x)))
     }
 
     fn torchvision_module(&self, path: &str) -> Option<String> {

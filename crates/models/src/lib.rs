@@ -5,6 +5,7 @@ pub mod alexnet;
 mod backbone;
 mod build;
 mod checkpoint;
+mod dropout;
 mod error;
 mod head;
 mod network;
@@ -21,7 +22,7 @@ pub use backbone::{Backbone, eval_mode, train_mode};
 pub use checkpoint::{EpochStats, TermStats, atomic_write, file_crc32, verify_crc32};
 pub use error::ModelError;
 pub use head::{Head, Task};
-pub use network::Network;
+pub use network::{Network, materialize};
 pub use pretrained::{
     LoadReport, LoadScope, TorchvisionParam, TorchvisionWeights, torchvision_layout,
 };

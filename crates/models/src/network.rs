@@ -1,11 +1,24 @@
 //! A backbone with a task head: the model that is pre-trained, fine-tuned and attacked.
 
-use burn::module::Module;
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Device, Tensor};
 use signsym_feedback::layers::FeedbackLayer;
 use signsym_feedback::{FeedbackError, FeedbackModule, join_path};
 
 use crate::{Backbone, Head, ModelError, Task};
+
+/// Draws the initial values of every lazily initialised float parameter of `module` now, in
+/// the module's order.
+pub fn materialize<T: Module>(module: &T) {
+    struct Touch;
+    impl ModuleVisitor for Touch {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            // Reading the value runs its initialiser once.
+            let _ = param.val();
+        }
+    }
+    module.visit(&mut Touch);
+}
 
 /// A backbone followed by a [`Head`] where torchvision's last layer was.
 ///
@@ -29,10 +42,15 @@ pub struct Network<M: Backbone> {
 }
 
 impl<M: Backbone> Network<M> {
-    /// Puts a freshly initialised head of the given task on `backbone`.
+    /// Puts a freshly initialised head of the given task on `backbone`. Every parameter still
+    /// waiting for its initial values (burn draws them lazily, at first use) is drawn here, so
+    /// a construction under a seed (`signsym_feedback::random::with_device_seed`) draws under
+    /// that seed and not wherever the network is first used.
     pub fn new(backbone: M, task: Task, device: &Device) -> Result<Self, ModelError> {
         let head = Head::new(backbone.feature_dim(), task, device)?;
-        Ok(Self { backbone, head })
+        let network = Self { backbone, head };
+        materialize(&network);
+        Ok(network)
     }
 
     /// Logits (classification) or continuous codes (hashing) of `[batch, channels, h, w]` images.

@@ -454,9 +454,10 @@ where
         let started = Instant::now();
         let mut pending: Vec<(usize, Vec<Tensor<1>>)> = Vec::new();
         for (step, chunk) in order.chunks(config.batch_size).enumerate().skip(state.step) {
-            // Dropout masks and brSF draws come from the device RNG: reseeding it per step
-            // makes a resumed run draw what the uninterrupted run drew.
-            device.seed(step_seed(config.seed, epoch, step));
+            // Dropout masks and brSF draws come from this thread's scope, seeded per step: a
+            // resumed run draws what the uninterrupted run drew, whatever other threads draw.
+            let _draws =
+                signsym_feedback::random::RandomScope::enter(step_seed(config.seed, epoch, step));
             let (images, targets) = train.batch(chunk, &device)?;
             // Values were validated once; the shape is known without reading the batch back.
             trainee.network.backbone.check_input(images.dims())?;

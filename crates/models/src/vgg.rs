@@ -142,11 +142,14 @@ impl Backbone for Vgg16 {
             x = crate::pool::max_pool(&self.pool, x);
         }
         let x = self.avgpool.forward(x).flatten::<2>(1, 3);
-        let x = self
-            .dropout
-            .forward(self.relu.forward(self.classifier[0].forward(x)));
-        self.dropout
-            .forward(self.relu.forward(self.classifier[1].forward(x)))
+        let x = crate::dropout::dropout(
+            &self.dropout,
+            self.relu.forward(self.classifier[0].forward(x)),
+        );
+        crate::dropout::dropout(
+            &self.dropout,
+            self.relu.forward(self.classifier[1].forward(x)),
+        )
     }
 
     fn torchvision_module(&self, path: &str) -> Option<String> {

@@ -23,11 +23,12 @@ fn load(prefix: &str, split: &str, n: usize) -> ImageDataset {
     all.select(&(0..n).collect::<Vec<_>>())
 }
 
-/// Measured here (2-core Xeon, test profile; 1,000 test images): BP 0.523, uSF 0.507,
-/// frSF 0.490, brSF 0.480, FA 0.386 after one epoch on 1,500 images (47 steps); chance is 0.1.
-/// The run is seeded, so the numbers repeat on one machine; the margin covers other CPUs'
-/// summation orders.
-const THRESHOLD: f64 = 0.33;
+/// Measured here (2-core Xeon, test profile; 1,000 test images): BP 0.579, uSF 0.526,
+/// frSF 0.493, brSF 0.507, FA 0.326 after one epoch on 1,500 images (47 steps); chance is 0.1.
+/// (With the initial weights drawn before the initialisation became eager: BP 0.523 … FA 0.386:
+/// FA moves most with the draw.) The run is seeded, so the numbers repeat on one machine; the
+/// margin covers other CPUs' summation orders and FA's spread.
+const THRESHOLD: f64 = 0.25;
 
 #[test]
 fn mnist_pretrained_resnet_fine_tunes_on_fashion_mnist_under_every_rule() {
