@@ -152,7 +152,7 @@ enum LayerOp {
 }
 
 impl LayerOp {
-    fn forward<B: Backend>(
+    fn forward<B: FeedbackBackend>(
         &self,
         x: FloatTensor<B>,
         weight: FloatTensor<B>,
@@ -161,7 +161,15 @@ impl LayerOp {
         match self {
             Self::Linear => B::linear(x, weight, bias),
             Self::Conv1d(o) => B::conv1d(x, weight, bias, o.clone()),
-            Self::Conv2d(o) => B::conv2d(x, weight, bias, o.clone()),
+            // The backend's feedback op without autodiff: its own kernel (Flex: an im2col one).
+            Self::Conv2d(o) => B::feedback_conv2d(
+                x,
+                weight,
+                bias.into(),
+                MaybeTensor::Absent,
+                o.clone(),
+                FeedbackKernel::WEIGHT,
+            ),
             Self::ConvTranspose2d(o) => B::conv_transpose2d(x, weight, bias, o.clone()),
         }
     }
@@ -432,6 +440,22 @@ impl FeedbackBackend for burn::backend::Flex {
         match crate::fused::feedback_matrix_parts(&kernel, &weight, aux.as_ref()) {
             Some(parts) => parts,
             None => kernel.form_parts::<Self>(weight, aux),
+        }
+    }
+
+    fn feedback_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: MaybeTensor<Self>,
+        aux: MaybeTensor<Self>,
+        options: ConvOptions<2>,
+        kernel: FeedbackKernel,
+    ) -> FloatTensor<Self> {
+        let _ = (aux, kernel);
+        let bias = bias.into_option();
+        match crate::flex_conv::conv2d_forward(&x, &weight, bias.as_ref(), &options) {
+            Some(y) => y,
+            None => <Self as burn::backend::ops::ModuleOps<Self>>::conv2d(x, weight, bias, options),
         }
     }
 

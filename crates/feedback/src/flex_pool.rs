@@ -114,13 +114,44 @@ fn pool(
     let xs = x.as_slice::<f32>()?;
     let (plane_in, plane_out) = (pool.height * pool.width, pool.out[0] * pool.out[1]);
     let chunk = plane_out.max(1);
+    // The windows of every output column, once per call rather than once per output.
+    let columns: Vec<(usize, usize)> = (0..pool.out[1]).map(|ow| pool.window(1, ow)).collect();
+    // 2×2 windows of stride 2 without padding (the small CNN's and VGG's pools) get a loop of
+    // their own: four loads and compares per output, in the generic loop's order.
+    let pairs = kernel == [2, 2] && stride == [2, 2] && pad == [0, 0];
     let pool_plane = |p: usize, vals: &mut [f32], mut idxs: Option<&mut [f32]>| {
         let plane = &xs[p * plane_in..(p + 1) * plane_in];
+        if pairs {
+            let width = pool.width;
+            for oh in 0..pool.out[0] {
+                let top = &plane[2 * oh * width..(2 * oh + 1) * width];
+                let bottom = &plane[(2 * oh + 1) * width..(2 * oh + 2) * width];
+                let row = oh * pool.out[1];
+                let vals = &mut vals[row..row + pool.out[1]];
+                for (ow, out) in vals.iter_mut().enumerate() {
+                    let c = 2 * ow;
+                    let window = [top[c], top[c + 1], bottom[c], bottom[c + 1]];
+                    let (mut best, mut at) = (window[0], 0);
+                    for (j, &v) in window.iter().enumerate().skip(1) {
+                        // Selects, not branches: which entry wins is data, and mispredicted
+                        // branches cost more than the compares.
+                        let take = (v > best) | v.is_nan();
+                        best = if take { v } else { best };
+                        at = if take { j } else { at };
+                    }
+                    *out = best;
+                    if let Some(idxs) = idxs.as_deref_mut() {
+                        let r = 2 * oh + at / 2;
+                        idxs[row + ow] = (r * width + c + at % 2) as f32;
+                    }
+                }
+            }
+            return;
+        }
         let mut k = 0;
         for oh in 0..pool.out[0] {
             let (h0, h1) = pool.window(0, oh);
-            for ow in 0..pool.out[1] {
-                let (w0, w1) = pool.window(1, ow);
+            for &(w0, w1) in &columns {
                 let mut best = f32::NEG_INFINITY;
                 let mut at = usize::MAX;
                 for ih in h0..h1 {
