@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use signsym_attacks::{
     AttackModel, AutoAttackConfig, BoundaryAttackConfig, BoundedAttack, EntryReport, Fgsm,
     GradientAlignment, GradientSource, HopSkipJumpConfig, InputBox, MinimizationAttack, Norm,
-    ObfuscationFlag, PgdConfig, RobustnessSuite, SourceKind, StepSize, attack_mode,
+    ObfuscationFlag, PgdConfig, RobustnessSuite, SourceKind, StepSize, attack_mode, entry_label,
     gradient_alignment, merge_entries, min_norm_per_sample, predict,
 };
 use signsym_feedback::random::RandomScope;
@@ -542,14 +542,7 @@ fn attack_shard(
         let model = attacked.model;
         let part = match entry.attack.build(evaluation.norm, evaluation.seed)? {
             Built::Bounded(attack) => {
-                let (label, kind) = if attack.needs_gradient() {
-                    (
-                        format!("{}/{}", attack.name(), source.name()),
-                        source.kind(),
-                    )
-                } else {
-                    (attack.name(), SourceKind::Score)
-                };
+                let (label, kind) = entry_label(attack.as_ref(), &source);
                 bar.set_prefix(label.clone());
                 let mut robust = vec![Vec::new(); eps.len()];
                 let mut predicted = vec![Vec::new(); eps.len()];

@@ -447,6 +447,38 @@ pub fn evaluation_rows(
     }
 }
 
+/// What [`evaluation_rows`] asks for when it must compute: `method` trained from `start` with a
+/// new head (or its finished checkpoint under `<out>/checkpoints/<slug>` loaded), then evaluated
+/// on a shard.
+pub fn trained_part<'a>(
+    start: &'a Network<SmallCnn>,
+    method: &'a Method,
+    data: &'a ExperimentData,
+    training: &'a Training,
+    evaluation: &'a Evaluation,
+    out: &'a Path,
+    stop: Option<Arc<AtomicBool>>,
+) -> impl FnOnce(Shard) -> Result<EvaluationPart, StudyError> + 'a {
+    move |shard| {
+        let dir = out.join(format!("checkpoints/{}", method.slug()));
+        let (net, _) = train_method(
+            start,
+            true,
+            method,
+            &data.train,
+            &data.view,
+            training,
+            dir,
+            stop,
+        )?;
+        let (test, attacked) = (&data.test, &data.attacked);
+        let progress = training.progress;
+        evaluate(
+            &net, None, test, attacked, &data.view, evaluation, shard, progress,
+        )
+    }
+}
+
 /// The transfer of a pre-trained backbone to the target set: a new head trained alone on the
 /// frozen backbone (`probe`, BP), then the whole network fine-tuned under each rule
 /// (`fine-tune`), each evaluated; the rows carry `<pretraining> / <transfer>` as their setting.
@@ -491,26 +523,15 @@ pub fn transfer_rows(
                     backbone_lr,
                     ..args.training()
                 };
-                let (net, _) = train_method(
+                trained_part(
                     pretrained,
-                    true,
                     &method,
-                    &data.train,
-                    &data.view,
+                    data,
                     &training,
-                    out.join(format!("checkpoints/{slug}")),
-                    stop.clone(),
-                )?;
-                evaluate(
-                    &net,
-                    None,
-                    &data.test,
-                    &data.attacked,
-                    &data.view,
                     evaluation,
-                    shard,
-                    !args.quiet,
-                )
+                    out,
+                    stop.clone(),
+                )(shard)
             },
         )?);
     }

@@ -14,13 +14,14 @@ use signsym_attacks::SourceKind;
 use signsym_feedback::FeedbackRule;
 
 use super::error::StudyError;
-use super::evaluation::{Evaluation, evaluate};
+use super::evaluation::Evaluation;
 use super::experiments::{
-    ExperimentArgs, evaluation_rows, load, prepare_out, pretrain, short, write_results,
+    ExperimentArgs, evaluation_rows, load, prepare_out, pretrain, short, trained_part,
+    write_results,
 };
 use super::keys::Metric;
 use super::output::{ResultRow, text_table};
-use super::pipeline::{Method, RowBase, TermSpec, train_method, value_of};
+use super::pipeline::{Method, RowBase, TermSpec, value_of};
 use super::plot::{HeatMap, Panel, Series, plot_heatmaps, plot_panels};
 
 /// The settings of [`run`].
@@ -117,28 +118,15 @@ pub fn run(args: &FairArgs, stop: Option<Arc<AtomicBool>>) -> Result<FairOutputs
                 c.sharding(),
                 &evaluation,
                 &base,
-                |shard| {
-                    let (net, _) = train_method(
-                        &start,
-                        true,
-                        &method,
-                        &data.train,
-                        &data.view,
-                        &c.training(),
-                        out.join(format!("checkpoints/{slug}")),
-                        stop.clone(),
-                    )?;
-                    evaluate(
-                        &net,
-                        None,
-                        &data.test,
-                        &data.attacked,
-                        &data.view,
-                        &evaluation,
-                        shard,
-                        !c.quiet,
-                    )
-                },
+                trained_part(
+                    &start,
+                    &method,
+                    &data,
+                    &c.training(),
+                    &evaluation,
+                    &out,
+                    stop.clone(),
+                ),
             )?);
         }
     }

@@ -377,27 +377,23 @@ fn run_dataset(
         stop.clone(),
     )?;
     let sharding = args.sharding.sharding();
-    let progress = !args.quiet;
-    rows.extend(evaluation_rows(
-        &dir,
-        &method.slug(),
-        sharding,
-        &evaluation,
-        &base(HYBRID),
-        |shard| {
-            let view = &data.view;
+    // A network's rows: its evaluation (or this shard's part of it, or the merged shards).
+    let evaluated = |net: &Network<HiddenLayer>, slug: &str, setting: &str| {
+        evaluation_rows(&dir, slug, sharding, &evaluation, &base(setting), |shard| {
+            let (test, attacked) = (&data.test, &data.attacked);
             evaluate(
-                &hybrid,
+                net,
                 None,
-                &data.test,
-                &data.attacked,
-                view,
+                test,
+                attacked,
+                &data.view,
                 &evaluation,
                 shard,
-                progress,
+                !args.quiet,
             )
-        },
-    )?);
+        })
+    };
+    rows.extend(evaluated(&hybrid, &method.slug(), HYBRID)?);
     spectra.push(Series {
         label: HYBRID.into(),
         points: log_log(&feature_spectrum(&hybrid, &probe)?),
@@ -420,26 +416,7 @@ fn run_dataset(
         "{dataset}: {HYBRID_PRUNED} ({pruned} synapses, {:.2} %)",
         100.0 * share
     );
-    rows.extend(evaluation_rows(
-        &dir,
-        &slug,
-        sharding,
-        &evaluation,
-        &base(HYBRID_PRUNED),
-        |shard| {
-            let view = &data.view;
-            evaluate(
-                &pruned_net,
-                None,
-                &data.test,
-                &data.attacked,
-                view,
-                &evaluation,
-                shard,
-                progress,
-            )
-        },
-    )?);
+    rows.extend(evaluated(&pruned_net, &slug, HYBRID_PRUNED)?);
     let mut row = ResultRow::clean(
         &format!("fc{}", args.hidden),
         &dataset.to_string(),
@@ -478,26 +455,7 @@ fn run_dataset(
             dir.join(format!("checkpoints/{}", method.slug())),
             stop.clone(),
         )?;
-        rows.extend(evaluation_rows(
-            &dir,
-            &method.slug(),
-            sharding,
-            &evaluation,
-            &base(&method.name),
-            |shard| {
-                let view = &data.view;
-                evaluate(
-                    &net,
-                    None,
-                    &data.test,
-                    &data.attacked,
-                    view,
-                    &evaluation,
-                    shard,
-                    progress,
-                )
-            },
-        )?);
+        rows.extend(evaluated(&net, &method.slug(), &method.name)?);
         spectra.push(Series {
             label: method.name.clone(),
             points: log_log(&feature_spectrum(&net, &probe)?),

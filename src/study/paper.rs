@@ -1121,13 +1121,11 @@ fn robustness_run(
     let key = format!("{example}-{}-{}", args.backbone.key(), args.dataset);
     let shards = out.join("shards");
     let settings = shard_settings(args, attacks)?;
-    let parts: Vec<Vec<RuleAttacks>> = if attacks.merge {
-        read_shards(&shards, &key, &settings)?
-    } else {
+    let parts = sharded_parts(attacks, &shards, &key, settings, || {
         let (train, test) = classification_data(args)?;
         let device = args.device.device()?;
         let [h, _] = train.size();
-        let part = with_backbone(
+        with_backbone(
             args,
             train.channels(),
             h,
@@ -1143,11 +1141,11 @@ fn robustness_run(
                 out: out.clone(),
                 stop,
             },
-        )?;
-        if let Some(shard) = attacks.shard {
-            return save_shard(&shards, &key, shard, settings, part);
-        }
-        vec![part]
+        )
+    })?;
+    let parts = match parts {
+        Parts::All(parts) => parts,
+        Parts::Saved(notice) => return Ok(notice),
     };
     let rows = rows_from_shards(args, &attacks.evaluation(set, args), &parts)?;
     let (mine, [svg, png]) = merge_and_plot(&out, args, rows)?;
@@ -1364,9 +1362,7 @@ pub fn figure3_retrieval_robustness(
         map.insert("bits".into(), serde_json::json!(bits));
         map.insert("top_k".into(), serde_json::json!(top_k));
     }
-    let parts: Vec<Vec<RuleRetrieval>> = if attacks.merge {
-        read_shards(&shards, &key, &settings)?
-    } else {
+    let parts = sharded_parts(attacks, &shards, &key, settings, || {
         let data = retrieval_data(args)?;
         let top_k = top_k
             .unwrap_or(args.dataset.map_top_k())
@@ -1374,7 +1370,7 @@ pub fn figure3_retrieval_robustness(
         let device = args.device.device()?;
         let [h, _] = data.train.size();
         let channels = data.train.channels();
-        let part = with_backbone(
+        with_backbone(
             args,
             channels,
             h,
@@ -1390,11 +1386,11 @@ pub fn figure3_retrieval_robustness(
                 out: out.clone(),
                 stop,
             },
-        )?;
-        if let Some(shard) = attacks.shard {
-            return save_shard(&shards, &key, shard, settings, part);
-        }
-        vec![part]
+        )
+    })?;
+    let parts = match parts {
+        Parts::All(parts) => parts,
+        Parts::Saved(notice) => return Ok(notice),
     };
     let rows = retrieval_rows(args, &attacks.epsilons, &parts)?;
     let (mine, [svg, png]) = merge_and_plot(&out, args, rows)?;
@@ -1451,6 +1447,34 @@ fn retrieval_rows(
         }
     }
     Ok(rows)
+}
+
+/// What a robustness example's run has to tabulate: every shard's part, or nothing (this run was
+/// one shard, saved).
+enum Parts<T> {
+    /// The parts of shards `1/N … N/N` (one part for an unsharded run).
+    All(Vec<Vec<T>>),
+    /// This shard's part was saved; the line says where.
+    Saved(String),
+}
+
+/// The sharding scaffold of the robustness examples: with `--merge`, the parts of `key` saved
+/// under `dir` with `settings`; else this run's part (`run`), saved there when it is a shard.
+fn sharded_parts<T: Serialize + serde::de::DeserializeOwned>(
+    attacks: &RobustnessArgs,
+    dir: &std::path::Path,
+    key: &str,
+    settings: serde_json::Value,
+    run: impl FnOnce() -> Result<Vec<T>, StudyError>,
+) -> Result<Parts<T>, StudyError> {
+    if attacks.merge {
+        return Ok(Parts::All(read_shards(dir, key, &settings)?));
+    }
+    let part = run()?;
+    Ok(match attacks.shard {
+        Some(shard) => Parts::Saved(save_shard(dir, key, shard, settings, part)?),
+        None => Parts::All(vec![part]),
+    })
 }
 
 /// Writes one shard's parts as `<dir>/<key>.shard-I-of-N.json` with the settings they were made

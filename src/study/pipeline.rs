@@ -1,7 +1,7 @@
 //! The pieces every experiment is configured from: a training [`Method`] (a rule and the terms
-//! of its objective), one training function for all of them ([`train_method`], checkpointed and
-//! resumable), and one evaluation ([`evaluate`]) whose rows carry typed keys. An experiment is
-//! a list of methods and the evaluations it asks for.
+//! of its objective) and one training function for all of them ([`train_method`], checkpointed
+//! and resumable); the one evaluation is [`evaluate`](super::evaluation::evaluate), whose rows
+//! carry typed keys. An experiment is a list of methods and the evaluation it asks for.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -304,7 +304,7 @@ where
     Ok((tuned.network, tuned.objective, tuned.history))
 }
 
-/// The random directions of [`Evaluation::noise_norms`].
+/// The random directions of [`Evaluation::noise_norms`](super::evaluation::Evaluation::noise_norms).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NoiseKind {
     /// A standard normal vector, rescaled to the norm.

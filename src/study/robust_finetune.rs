@@ -3,7 +3,8 @@
 //! A small CNN is pre-trained with BP on MNIST; a copy is fine-tuned on Fashion-MNIST with a new
 //! head under each rule (BP, uSF, frSF, brSF, FA); each fine-tuned network is scored on the full
 //! Fashion-MNIST test set, attacked with FGSM and PGD over an ε grid under both
-//! [`GradientSource::Feedback`] (the paper's setting) and [`GradientSource::Exact`] (BP's gradient
+//! [`GradientSource::Feedback`](signsym_attacks::GradientSource::Feedback) (the paper's setting) and
+//! [`GradientSource::Exact`](signsym_attacks::GradientSource::Exact) (BP's gradient
 //! of the same weights), and with HopSkipJump (decision-based, L∞) on a small subset.
 //!
 //! Everything lands under one directory: `results.csv` and `results.json` (the same rows),

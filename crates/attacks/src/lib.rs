@@ -43,7 +43,8 @@ pub use pgd::{
 };
 pub use report::{
     CurveWarning, EntryReport, ObfuscationFlag, RobustnessReport, RobustnessSuite,
-    WORST_CASE_REFERENCE, curve_warnings, merge_entries, obfuscation_flags, worst_case_flags,
+    WORST_CASE_REFERENCE, curve_warnings, entry_label, merge_entries, obfuscation_flags,
+    worst_case_flags,
 };
 pub use retrieval::{
     AlphaSchedule, HashDatabase, Optimizer, RetrievalAttack, RetrievalAttackOutput,

@@ -65,6 +65,22 @@ pub struct RobustnessSuite<'a> {
     progress: bool,
 }
 
+/// The label and source kind a bounded attack's entry carries: `name/source` for a gradient
+/// attack, the name and [`SourceKind::Score`] for a score-based one.
+pub fn entry_label(
+    attack: &dyn BoundedAttack,
+    source: &GradientSource<'_>,
+) -> (String, SourceKind) {
+    if attack.needs_gradient() {
+        (
+            format!("{}/{}", attack.name(), source.name()),
+            source.kind(),
+        )
+    } else {
+        (attack.name(), SourceKind::Score)
+    }
+}
+
 /// One entry's result.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EntryReport {
@@ -432,14 +448,7 @@ impl<'a> RobustnessSuite<'a> {
                             "differs from the suite's norm",
                         ));
                     }
-                    let (label, kind) = if attack.needs_gradient() {
-                        (
-                            format!("{}/{}", attack.name(), source.name()),
-                            source.kind(),
-                        )
-                    } else {
-                        (attack.name(), SourceKind::Score)
-                    };
+                    let (label, kind) = entry_label(*attack, source);
                     bar.set_prefix(label.clone());
                     let robust = robust_per_sample_ticking(
                         model,
