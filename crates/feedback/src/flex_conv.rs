@@ -268,8 +268,8 @@ fn output_size(input: usize, kernel: usize, options: &ConvOptions<2>, a: usize) 
 /// product lands in the output's own layout; samples run in parallel, each product on one
 /// thread (with fewer samples than threads, one after the other, each product parallel), so the
 /// result does not depend on the thread count. (One product over a whole batch of samples packs
-/// the weights once but streams a patch matrix far larger than the caches: measured slower on
-/// the small CNN's training, 39 s against 28 s for its BP main job.)
+/// the weights once but streams a patch matrix far larger than the caches: measured slower, 39 s
+/// against 28 s for the BP main job.)
 pub(crate) fn conv2d_forward(
     x: &FlexTensor,
     w: &FlexTensor,

@@ -1,0 +1,93 @@
+#!/usr/bin/env python3
+"""PyTorch's side of `cargo bench --bench feedback_kernels -- conv3x3` and of the small CNN's
+training step (`training_step -- small_cnn`), for ratios measured back to back on one CPU
+(docs/performance.md). Same shapes: a 3×3 convolution 64 → 64, padding 1, batch 32, 32×32,
+forward + backward (input and weight gradients) of `sum(conv(x) ∘ r)`; the main job's small CNN
+(5×5 convolutions of 32 and 64 channels, padding 2, 2×2 pools, 128 hidden, 10 classes, 28×28) one Adam step
+on a batch of 32.
+
+    python scripts/torch_kernels.py [--threads 2] [--seconds 4]
+
+PyTorch comes from PyPI; it is never a dependency of signsym.
+"""
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def timed(step, seconds):
+    """Median wall time of `step` over repeated calls for about `seconds` (after a warm-up)."""
+    for _ in range(3):
+        step()
+    times = []
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds or len(times) < 10:
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), len(times)
+
+
+def conv_step():
+    x = torch.rand(32, 64, 32, 32, requires_grad=True)
+    r = torch.rand(32, 64, 32, 32)
+    conv = nn.Conv2d(64, 64, 3, padding=1)
+
+    def step():
+        x.grad = None
+        conv.zero_grad(set_to_none=True)
+        (conv(x) * r).sum().backward()
+
+    return step
+
+
+class SmallCnn(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 32, 5, padding=2)
+        self.conv2 = nn.Conv2d(32, 64, 5, padding=2)
+        self.fc1 = nn.Linear(64 * 7 * 7, 128)
+        self.head = nn.Linear(128, 10)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        return self.head(F.relu(self.fc1(x.flatten(1))))
+
+
+def small_cnn_step():
+    net = SmallCnn()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3, weight_decay=5e-4)
+    x = torch.rand(32, 1, 28, 28)
+    y = torch.randint(0, 10, (32,))
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(net(x), y).backward()
+        opt.step()
+
+    return step
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=4.0)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"CPU capability {torch.backends.cpu.get_cpu_capability()}")
+    for name, step in [("conv3x3_64x64_b32_32x32 fwd+bwd", conv_step()),
+                       ("small CNN Adam step, batch 32", small_cnn_step())]:
+        median, n = timed(step, args.seconds)
+        print(f"{name}: median {median * 1e3:.2f} ms over {n} calls")
+
+
+if __name__ == "__main__":
+    main()
