@@ -13,12 +13,11 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::optim::decay::WeightDecayConfig;
-use burn::optim::{AdamConfig, GradientsParams};
+use burn::optim::GradientsParams;
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use signsym::feedback::{FeedbackRule, set_rule};
-use signsym::models::{Backbone, Network, ResNetConfig, SmallCnnConfig, Task};
+use signsym::models::{Backbone, FusedAdamConfig, Network, ResNetConfig, SmallCnnConfig, Task};
 
 const BATCH: usize = 32;
 
@@ -76,9 +75,7 @@ fn trainer<M: Backbone>(
     let labels: Vec<i64> = (0..shape[0] as i64).map(|i| i % 10).collect();
     let y = Tensor::<1, Int>::from_data(TensorData::new(labels, [shape[0]]), device);
     let loss = CrossEntropyLossConfig::new().init(device);
-    let mut adam = AdamConfig::new()
-        .with_weight_decay(Some(WeightDecayConfig::new(5e-4)))
-        .init();
+    let mut adam = FusedAdamConfig::new().with_weight_decay(Some(5e-4)).init();
     let mut net = Some(net);
     move || {
         let model = net.take().expect("model");

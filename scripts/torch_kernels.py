@@ -1,12 +1,16 @@
 #!/usr/bin/env python3
 """PyTorch's side of `cargo bench --bench feedback_kernels -- conv3x3` and of the small CNN's
-training step (`training_step -- small_cnn`), for ratios measured back to back on one CPU
+training steps (`training_step -- 'small_cnn|resnet18'`) and of the ResNet-18 attacks
+(`attacks -- 'attack/resnet18_32'`), for ratios measured back to back on one CPU
 (docs/performance.md). Same shapes: a 3×3 convolution 64 → 64, padding 1, batch 32, 32×32,
 forward + backward (input and weight gradients) of `sum(conv(x) ∘ r)`; the main job's small CNN
-(5×5 convolutions of 32 and 64 channels, padding 2, 2×2 pools, 128 hidden, 10 classes, 28×28) one Adam step
-on a batch of 32.
+(5×5 convolutions of 32 and 64 channels, padding 2, 2×2 pools, 128 hidden, 10 classes, 28×28) one
+Adam step on a batch of 32; torchvision's ResNet-18 (10 classes) on 32×32, batch 32, one Adam step
+with its own stem and with the CIFAR stem (3×3 stride-1 first convolution, no max pooling); FGSM
+and PGD-5 (L∞, ε = 0.03, steps of ε/3, no random start: `PgdConfig::paper()`) on that ResNet-18 in eval mode, each
+ending with one forward on the adversarial batch to report success, as signsym's attacks do.
 
-    python scripts/torch_kernels.py [--threads 2] [--seconds 4]
+    python scripts/torch_kernels.py [--threads 2] [--seconds 4] [--only resnet]
 
 PyTorch comes from PyPI; it is never a dependency of signsym.
 """
@@ -74,18 +78,74 @@ def small_cnn_step():
     return step
 
 
+def resnet18(cifar_stem):
+    import torchvision
+
+    net = torchvision.models.resnet18(num_classes=10)
+    if cifar_stem:
+        net.conv1 = nn.Conv2d(3, 64, 3, stride=1, padding=1, bias=False)
+        net.maxpool = nn.Identity()
+    return net
+
+
+def resnet_step(cifar_stem):
+    net = resnet18(cifar_stem)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-4, weight_decay=5e-4)
+    x = torch.rand(32, 3, 32, 32)
+    y = torch.arange(32) % 10
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(net(x), y).backward()
+        opt.step()
+
+    return step
+
+
+def resnet_attack(steps):
+    """FGSM (steps = 1, a step of ε) or PGD (steps of ε/3), L∞ ε = 0.03, in [0, 1]."""
+    net = resnet18(False).eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    x = torch.rand(32, 3, 32, 32)
+    y = torch.arange(32) % 10
+    eps = 0.03
+    alpha = eps if steps == 1 else eps / 3
+
+    def attack():
+        adv = x.clone()
+        for _ in range(steps):
+            adv.requires_grad_(True)
+            grad, = torch.autograd.grad(F.cross_entropy(net(adv), y), adv)
+            with torch.no_grad():
+                adv = adv + alpha * grad.sign()
+                adv = torch.min(torch.max(adv, x - eps), x + eps).clamp(0, 1)
+        with torch.no_grad():
+            return (net(adv).argmax(1) != y).sum().item()
+
+    return attack
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--only", default="", help="run the benches whose name contains this")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"CPU capability {torch.backends.cpu.get_cpu_capability()}")
-    for name, step in [("conv3x3_64x64_b32_32x32 fwd+bwd", conv_step()),
-                       ("small CNN Adam step, batch 32", small_cnn_step())]:
-        median, n = timed(step, args.seconds)
+    benches = [("conv3x3_64x64_b32_32x32 fwd+bwd", conv_step),
+               ("small CNN Adam step, batch 32", small_cnn_step),
+               ("resnet18_32 Adam step, batch 32", lambda: resnet_step(False)),
+               ("resnet18_cifar_stem_32 Adam step, batch 32", lambda: resnet_step(True)),
+               ("resnet18_32 FGSM, batch 32", lambda: resnet_attack(1)),
+               ("resnet18_32 PGD-5, batch 32", lambda: resnet_attack(5))]
+    for name, make in benches:
+        if args.only not in name:
+            continue
+        median, n = timed(make(), args.seconds)
         print(f"{name}: median {median * 1e3:.2f} ms over {n} calls")
 
 

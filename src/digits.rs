@@ -10,8 +10,7 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::nn::{PaddingConfig2d, Relu};
-use burn::optim::decay::WeightDecayConfig;
-use burn::optim::{AdamConfig, GradientsParams};
+use burn::optim::GradientsParams;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use rand::SeedableRng;
 use rand::rngs::ChaCha8Rng;
@@ -22,6 +21,7 @@ use crate::feedback::layers::{
     FeedbackConv2d, FeedbackConv2dConfig, FeedbackLinear, FeedbackLinearConfig,
 };
 use crate::feedback::{FeedbackError, FeedbackModule, FeedbackRule, feedback_module, set_rule};
+use crate::models::FusedAdamConfig;
 
 /// A classifier of `[batch, 1, 8, 8]` images into 10 logits.
 pub trait DigitsClassifier: Module + FeedbackModule {
@@ -175,8 +175,8 @@ pub fn train_digits<M: DigitsClassifier>(
 ) -> Result<(M, DigitsReport), FeedbackError> {
     set_rule(&mut model, rule, config.seed)?;
     let start = Instant::now();
-    let mut optim = AdamConfig::new()
-        .with_weight_decay(Some(WeightDecayConfig::new(config.weight_decay)))
+    let mut optim = FusedAdamConfig::new()
+        .with_weight_decay(Some(config.weight_decay))
         .init();
     let loss_fn = CrossEntropyLossConfig::new().init(device);
     let (images, labels) = to_tensors(train, device);

@@ -142,6 +142,74 @@ fn frobenius<B: Backend>(t: FloatTensor<B>) -> FloatTensor<B> {
     B::float_sqrt(B::float_sum(B::float_mul(t.clone(), t)))
 }
 
+/// One Adam update of one parameter, as plain data: burn's `Adam` (without AMSGrad) with its
+/// optional weight decay, at step `time` (1 for the first update) and learning rate `lr`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamUpdate {
+    /// First-moment decay `β₁`.
+    pub beta_1: f32,
+    /// Second-moment decay `β₂`.
+    pub beta_2: f32,
+    /// `ε` of the denominator (burn's: scaled by `√(1 − β₂ᵗ)`).
+    pub epsilon: f32,
+    /// L2 penalty added to the gradient (`g + λ·θ`), if any.
+    pub weight_decay: Option<f32>,
+    /// Learning rate.
+    pub lr: f64,
+    /// The step number this update makes, from 1.
+    pub time: usize,
+}
+
+impl AdamUpdate {
+    /// `(√(1 − β₂ᵗ) / (1 − β₁ᵗ), ε·√(1 − β₂ᵗ))`: the bias corrections folded as burn folds them.
+    pub fn factors(&self) -> (f32, f32) {
+        let time = self.time as i32;
+        let correction_2 = (1.0 - self.beta_2.powi(time)).sqrt();
+        let combined = correction_2 / (1.0 - self.beta_1.powi(time));
+        (combined, self.epsilon * correction_2)
+    }
+
+    /// The update with burn's generic ops, in burn's order (one tensor per operation): the
+    /// reference the fused kernel is tested against, and the path of every other backend.
+    pub fn apply<B: Backend>(
+        &self,
+        param: FloatTensor<B>,
+        grad: FloatTensor<B>,
+        moment_1: Option<FloatTensor<B>>,
+        moment_2: Option<FloatTensor<B>>,
+    ) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+        let grad = match self.weight_decay {
+            Some(penalty) => B::float_add(B::float_mul_scalar(param.clone(), penalty.into()), grad),
+            None => grad,
+        };
+        let (f1, f2) = ((1.0 - self.beta_1).into(), (1.0 - self.beta_2).into());
+        let square = B::float_mul(grad.clone(), grad.clone());
+        let (m, v) = match (moment_1, moment_2) {
+            (Some(m), Some(v)) => (
+                B::float_add(
+                    B::float_mul_scalar(m, self.beta_1.into()),
+                    B::float_mul_scalar(grad, f1),
+                ),
+                B::float_add(
+                    B::float_mul_scalar(v, self.beta_2.into()),
+                    B::float_mul_scalar(square, f2),
+                ),
+            ),
+            _ => (
+                B::float_mul_scalar(grad, f1),
+                B::float_mul_scalar(square, f2),
+            ),
+        };
+        let (combined, epsilon) = self.factors();
+        let step = B::float_div(
+            B::float_mul_scalar(m.clone(), combined.into()),
+            B::float_add_scalar(B::float_sqrt(v.clone()), epsilon.into()),
+        );
+        let param = B::float_sub(param, B::float_mul_scalar(step, self.lr.into()));
+        (param, m, v)
+    }
+}
+
 /// Which layer kernel an op runs, with its options.
 #[derive(Clone, Debug)]
 enum LayerOp {
@@ -294,6 +362,20 @@ pub trait FeedbackBackend: Backend {
         kernel.form_parts::<Self>(weight, aux.into_option())
     }
 
+    /// One Adam update of a parameter: `(θ, m, v)` after the step, from `θ`, its gradient and
+    /// the moments (`None` before the first step). Not a layer op: the optimizer's update sits
+    /// here because on Flex it is one fused pass instead of a dozen elementwise tensors
+    /// ([`AdamUpdate::apply`] elsewhere, bit-identical).
+    fn adam_update(
+        param: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        #[extension_type] moment_1: MaybeTensor<Self>,
+        #[extension_type] moment_2: MaybeTensor<Self>,
+        update: AdamUpdate,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        update.apply::<Self>(param, grad, moment_1.into_option(), moment_2.into_option())
+    }
+
     /// `x·W + b` over the last axis of `x` (rank ≥ 2); `W` is `[d_input, d_output]`.
     fn feedback_linear(
         x: FloatTensor<Self>,
@@ -431,6 +513,21 @@ pub trait FeedbackBackend: Backend {
 
 #[cfg(feature = "flex")]
 impl FeedbackBackend for burn::backend::Flex {
+    fn adam_update(
+        param: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        moment_1: MaybeTensor<Self>,
+        moment_2: MaybeTensor<Self>,
+        update: AdamUpdate,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let (m, v) = (moment_1.into_option(), moment_2.into_option());
+        if crate::flex_adam::fusable(&param, &grad, m.as_ref(), v.as_ref()) {
+            crate::flex_adam::adam_update(param, &grad, m, v, &update)
+        } else {
+            update.apply::<Self>(param, grad, m, v)
+        }
+    }
+
     fn feedback_matrix_parts(
         weight: FloatTensor<Self>,
         aux: MaybeTensor<Self>,
@@ -732,6 +829,30 @@ impl<B: FeedbackBackend> Backward<B, 1> for MaxPoolBackward {
 }
 
 impl<B: FeedbackBackend, C: CheckpointStrategy> FeedbackBackend for Autodiff<B, C> {
+    fn adam_update(
+        param: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        moment_1: MaybeTensor<Self>,
+        moment_2: MaybeTensor<Self>,
+        update: AdamUpdate,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        // An optimizer's update is never differentiated: run it on the inner backend.
+        let inner =
+            |t: MaybeTensor<Self>| MaybeTensor::from(t.into_option().map(|t| t.into_primitive()));
+        let (param, m, v) = B::adam_update(
+            param.into_primitive(),
+            grad.into_primitive(),
+            inner(moment_1),
+            inner(moment_2),
+            update,
+        );
+        (
+            <Self as AutodiffBackend>::from_inner(param),
+            <Self as AutodiffBackend>::from_inner(m),
+            <Self as AutodiffBackend>::from_inner(v),
+        )
+    }
+
     fn feedback_max_pool2d(
         x: FloatTensor<Self>,
         kernel: [usize; 2],

@@ -6,13 +6,16 @@
 //! are the products of the im2col formulation, done by the `gemm` crate that Flex's own matmul
 //! uses:
 //!
-//! - the forward `Y_g[n] = W_g · R_g[n]ᵀ`, one sample per task ([`conv2d_forward`]);
-//! - `dW_g = Σ_n G_g[n] · R_g[n]`, with `G[n]` the output gradient of sample `n` as
-//!   `[channels_out, positions]` (its own layout) and `R[n]` the `[positions, channels_in·k₁·k₂]`
-//!   patch rows of its input; the samples are summed in order, each product parallel inside, so
-//!   the result does not depend on the thread count;
-//! - `dx[n] = row2im(G[n]ᵀ · V_g)`, one sample per task (samples are independent), the rows
-//!   scattered back onto the input positions they were read from.
+//! - the forward `Y_g = W_g · R_g`, one chunk of samples per task ([`conv2d_forward`]);
+//! - `dW_g = Σ G_g · R_gᵀ`, with `G` the output gradient as `[channels_out, positions]` (a
+//!   sample's own layout) and `R` the `[channels_in·k₁·k₂, positions]` patch columns of its
+//!   input; the chunks are summed in order, each product parallel inside, so the result does
+//!   not depend on the thread count;
+//! - `dx = col2im(V_gᵀ · G_g)`, one chunk of samples per task (samples are independent), the
+//!   columns scattered back onto the input positions they were read from.
+//!
+//! A chunk is one sample where a sample has enough output positions to make a matrix product,
+//! and several side by side where it has few ([`Geometry::chunk`]).
 //!
 //! Groups, strides, dilation and asymmetric padding are supported; anything else (another
 //! dtype, a non-contiguous tensor) returns `None` and the caller falls back to burn's kernels.
@@ -104,15 +107,82 @@ impl Geometry {
         (lo, hi.max(lo), lo as isize * s as isize + offset)
     }
 
-    /// Patch columns `[kg, positions]` of group `group` of one sample `x` (`[channels, h, w]`):
-    /// row `(c, i, j)` holds, for every output position, the input value kernel entry `(i, j)`
-    /// of channel `c` meets there (0 in the padding).
-    fn im2col(&self, x: &[f32], group: usize, col: &mut [f32]) {
+    /// Samples per product: enough that a product has [`COLUMNS`] columns (output positions of
+    /// all its samples), so that late layers of a network at a small input size (ResNet-18 at
+    /// 32×32 has 4 × 4 down to 1 × 1 positions) multiply their weights against a matrix, not a
+    /// vector per sample, and read each weight once per chunk instead of once per sample. Layers
+    /// with at least `COLUMNS` positions keep one sample per product: their patch matrix already
+    /// fills the caches (the small CNN's 28 × 28 and 14 × 14).
+    fn chunk(&self) -> usize {
+        COLUMNS
+            .div_ceil(self.positions().max(1))
+            .clamp(1, self.batch.max(1))
+    }
+
+    /// For narrow outputs (fewer than [`LINE_MIN`] positions a line), the offset in a channel's
+    /// plane of the input value each kernel tap `(i, j)` reads at each output position
+    /// (`u32::MAX` in the padding), tap after tap; empty otherwise. Rows of a patch matrix are
+    /// then gathered through it: ResNet-18 at 32 × 32 has lines of 8 down to 1 value, where the
+    /// line-by-line copy spends its time on loop bounds instead of values.
+    fn gather_table(&self) -> Vec<u32> {
+        let plane = self.height * self.width;
+        if self.out[1] >= LINE_MIN || plane >= u32::MAX as usize {
+            return Vec::new();
+        }
+        let (kh, kw, p, ow_n) = (
+            self.kernel[0],
+            self.kernel[1],
+            self.positions(),
+            self.out[1],
+        );
+        let mut table = vec![u32::MAX; kh * kw * p];
+        for (t, row) in table.chunks_mut(p.max(1)).enumerate() {
+            let (oh_lo, oh_hi, ih0) = self.valid(0, t / kw);
+            let (ow_lo, ow_hi, iw0) = self.valid(1, t % kw);
+            for (k, oh) in (oh_lo..oh_hi).enumerate() {
+                let ih = (ih0 + (k * self.stride[0]) as isize) as usize;
+                for (m, ow) in (ow_lo..ow_hi).enumerate() {
+                    let iw = iw0 as usize + m * self.stride[1];
+                    row[oh * ow_n + ow] = (ih * self.width + iw) as u32;
+                }
+            }
+        }
+        table
+    }
+
+    /// Patch columns of group `group` of one sample `x` (`[channels, h, w]`) into the `kg` rows
+    /// of `col`, each `ld` long, at columns `offset..offset + positions`: row `(c, i, j)` holds,
+    /// for every output position, the input value kernel entry `(i, j)` of channel `c` meets
+    /// there (0 in the padding). `table` is [`gather_table`](Self::gather_table)'s.
+    #[allow(clippy::too_many_arguments)]
+    fn im2col(
+        &self,
+        x: &[f32],
+        group: usize,
+        col: &mut [f32],
+        ld: usize,
+        offset: usize,
+        table: &[u32],
+    ) {
         let (kh, kw) = (self.kernel[0], self.kernel[1]);
         let (cg, plane, p) = (self.cg(), self.height * self.width, self.positions());
         let (ow_n, s1) = (self.out[1], self.stride[1]);
         let c0 = group * cg;
-        let fill = |(r, dst): (usize, &mut [f32])| {
+        let rows = &mut col[..self.kg() * ld];
+        if !table.is_empty() {
+            // One channel's kh·kw rows at a time, each gathered through its tap's offsets.
+            for (c, rows) in rows.chunks_mut(ld * kh * kw).enumerate() {
+                let channel = &x[(c0 + c) * plane..(c0 + c + 1) * plane];
+                for (row, taps) in rows.chunks_mut(ld).zip(table.chunks(p)) {
+                    for (v, &i) in row[offset..offset + p].iter_mut().zip(taps) {
+                        *v = channel.get(i as usize).copied().unwrap_or(0.0);
+                    }
+                }
+            }
+            return;
+        }
+        let fill = |(r, row): (usize, &mut [f32])| {
+            let dst = &mut row[offset..offset + p];
             let (c, i, j) = (r / (kh * kw), r / kw % kh, r % kw);
             let channel = &x[(c0 + c) * plane..(c0 + c + 1) * plane];
             let (oh_lo, oh_hi, ih0) = self.valid(0, i);
@@ -143,21 +213,46 @@ impl Geometry {
             }
         };
         // Threads only pay off on large patches: a small layer's copy is shorter than waking one.
-        if col.len() >= PARALLEL_MIN {
-            col.par_chunks_mut(p).enumerate().for_each(fill);
+        if self.kg() * p >= PARALLEL_MIN {
+            rows.par_chunks_mut(ld).enumerate().for_each(fill);
         } else {
-            col.chunks_mut(p).enumerate().for_each(fill);
+            rows.chunks_mut(ld).enumerate().for_each(fill);
         }
     }
 
-    /// Adds patch columns `[kg, positions]` of group `group` back onto one sample's input
-    /// gradient `dx` (`[channels, h, w]`), each value onto the input position it was read from.
-    fn col2im_add(&self, col: &[f32], group: usize, dx: &mut [f32]) {
+    /// Adds the patch columns `offset..offset + positions` of the `kg` rows of `col` (each `ld`
+    /// long) of group `group` back onto one sample's input gradient `dx` (`[channels, h, w]`),
+    /// each value onto the input position it was read from. `table` is
+    /// [`gather_table`](Self::gather_table)'s.
+    #[allow(clippy::too_many_arguments)]
+    fn col2im_add(
+        &self,
+        col: &[f32],
+        group: usize,
+        dx: &mut [f32],
+        ld: usize,
+        offset: usize,
+        table: &[u32],
+    ) {
         let (kh, kw) = (self.kernel[0], self.kernel[1]);
         let (cg, plane, p) = (self.cg(), self.height * self.width, self.positions());
         let (ow_n, s1) = (self.out[1], self.stride[1]);
         let c0 = group * cg;
-        for (r, src) in col.chunks(p).enumerate() {
+        if !table.is_empty() {
+            for (c, rows) in col[..self.kg() * ld].chunks(ld * kh * kw).enumerate() {
+                let channel = &mut dx[(c0 + c) * plane..(c0 + c + 1) * plane];
+                for (row, taps) in rows.chunks(ld).zip(table.chunks(p)) {
+                    for (&v, &i) in row[offset..offset + p].iter().zip(taps) {
+                        if let Some(d) = channel.get_mut(i as usize) {
+                            *d += v;
+                        }
+                    }
+                }
+            }
+            return;
+        }
+        for (r, row) in col[..self.kg() * ld].chunks(ld).enumerate() {
+            let src = &row[offset..offset + p];
             let (c, i, j) = (r / (kh * kw), r / kw % kh, r % kw);
             let channel = &mut dx[(c0 + c) * plane..(c0 + c + 1) * plane];
             let (oh_lo, oh_hi, ih0) = self.valid(0, i);
@@ -176,6 +271,20 @@ impl Geometry {
                         dst[start + m * s1] += v;
                     }
                 }
+            }
+        }
+    }
+
+    /// The output-gradient rows of group `group` of samples `n0..n0 + count` side by side:
+    /// `buf` becomes `[og, count·positions]`, sample `i`'s positions at columns `i·positions..`.
+    fn gather_rows(&self, grad: &[f32], n0: usize, count: usize, group: usize, buf: &mut Vec<f32>) {
+        let (og, p) = (self.og(), self.positions());
+        let (cols, per_g) = (count * p, self.out_channels * p);
+        buf.resize(og * cols, 0.0);
+        for i in 0..count {
+            let src = &grad[(n0 + i) * per_g + group * og * p..][..og * p];
+            for (o, line) in src.chunks(p.max(1)).enumerate() {
+                buf[o * cols + i * p..][..p].copy_from_slice(line);
             }
         }
     }
@@ -239,6 +348,13 @@ fn matmul(
     }
 }
 
+/// Output positions a line must have for patch rows to be copied line by line; narrower ones
+/// are gathered through a table ([`Geometry::gather_table`]).
+const LINE_MIN: usize = 16;
+
+/// Columns a product should have at least: see [`Geometry::chunk`].
+const COLUMNS: usize = 128;
+
 /// Work (elements copied, or multiply-adds) below which a step stays on one thread.
 const PARALLEL_MIN: usize = 1 << 16;
 
@@ -259,17 +375,18 @@ fn output_size(input: usize, kernel: usize, options: &ConvOptions<2>, a: usize) 
 }
 
 /// The output `[batch, out, oh, ow]` of a convolution of `x` with `w`, plus `bias` per output
-/// channel: `Y_g[n] = W_g · col_g(x[n])`, the weight rows against the patch columns of each
-/// sample (a 1×1 kernel of stride 1 without padding reads the sample itself).
+/// channel: `Y_g = W_g · col_g(x)`, the weight rows against the patch columns of a chunk of
+/// samples ([`Geometry::chunk`]; one sample where a sample has enough positions; a 1×1 kernel of
+/// stride 1 without padding then reads the sample itself).
 ///
 /// Flex's own kernel transposes the whole batch to channels-last on one thread, gathers each
 /// patch element by element and scatters each tile's product back: in the small CNN's training
 /// step that costs more than the products. Here the patch rows are copied as slices and each
-/// product lands in the output's own layout; samples run in parallel, each product on one
-/// thread (with fewer samples than threads, one after the other, each product parallel), so the
-/// result does not depend on the thread count. (One product over a whole batch of samples packs
-/// the weights once but streams a patch matrix far larger than the caches: measured slower, 39 s
-/// against 28 s for the BP main job.)
+/// product lands in the output's own layout (through a buffer for a chunk of several samples);
+/// chunks run in parallel, each product on one thread (with fewer chunks than threads, one after
+/// the other, each product parallel), so the result does not depend on the thread count. (One
+/// product over a whole batch of 28 × 28 samples packs the weights once but streams a patch
+/// matrix far larger than the caches: measured slower, 39 s against 28 s for the BP main job.)
 pub(crate) fn conv2d_forward(
     x: &FlexTensor,
     w: &FlexTensor,
@@ -299,44 +416,78 @@ pub(crate) fn conv2d_forward(
         && geo.stride == [1, 1]
         && options.padding == [(0, 0), (0, 0)]
         && out == [geo.height, geo.width];
+    let chunk = geo.chunk();
+    let table = geo.gather_table();
     let mut y = vec![0.0f32; geo.batch * per_y];
-    let per_sample = geo.batch >= rayon::current_num_threads();
-    let inner = if per_sample {
+    let per_task = geo.batch.div_ceil(chunk) >= rayon::current_num_threads();
+    let inner = if per_task {
         Parallelism::None
     } else {
-        parallel(og * kg * p)
+        parallel(og * kg * p * chunk)
     };
-    // One patch buffer per task, reused across its samples: the product overwrites it whole.
-    let compute = |col: &mut Vec<f32>, (n, y_n): (usize, &mut [f32])| {
-        let x_n = &xs[n * per_x..(n + 1) * per_x];
+    // A patch buffer and a product buffer per task, reused across its chunks.
+    let compute = |(col, prod): &mut (Vec<f32>, Vec<f32>), (t, y_t): (usize, &mut [f32])| {
+        let (n0, count) = (t * chunk, y_t.len() / per_y.max(1));
+        let cols = count * p;
         for group in 0..geo.groups {
-            let patches: &[f32] = if direct {
-                &x_n[group * kg * p..(group + 1) * kg * p]
-            } else {
-                col.resize(kg * p, 0.0);
-                geo.im2col(x_n, group, col);
-                col
-            };
-            // Y_g (og × p) = W_g (og × kg) · patches (kg × p).
             let w_g = &ws[group * og * kg..(group + 1) * og * kg];
-            let y_g = &mut y_n[group * og * p..(group + 1) * og * p];
-            matmul(og, p, kg, y_g, false, w_g, (kg, 1), patches, (p, 1), inner);
+            if count == 1 {
+                let x_n = &xs[n0 * per_x..(n0 + 1) * per_x];
+                let patches: &[f32] = if direct {
+                    &x_n[group * kg * p..(group + 1) * kg * p]
+                } else {
+                    col.resize(kg * p, 0.0);
+                    geo.im2col(x_n, group, col, p, 0, &table);
+                    col
+                };
+                // Y_g (og × p) = W_g (og × kg) · patches (kg × p), in the output's layout.
+                let y_g = &mut y_t[group * og * p..(group + 1) * og * p];
+                matmul(og, p, kg, y_g, false, w_g, (kg, 1), patches, (p, 1), inner);
+                continue;
+            }
+            col.resize(kg * cols, 0.0);
+            for i in 0..count {
+                let x_n = &xs[(n0 + i) * per_x..(n0 + i + 1) * per_x];
+                geo.im2col(x_n, group, col, cols, i * p, &table);
+            }
+            prod.resize(og * cols, 0.0);
+            matmul(
+                og,
+                cols,
+                kg,
+                prod,
+                false,
+                w_g,
+                (kg, 1),
+                col,
+                (cols, 1),
+                inner,
+            );
+            for (i, y_n) in y_t.chunks_mut(per_y).enumerate() {
+                let y_g = &mut y_n[group * og * p..(group + 1) * og * p];
+                for (o, line) in y_g.chunks_mut(p).enumerate() {
+                    line.copy_from_slice(&prod[o * cols + i * p..][..p]);
+                }
+            }
         }
         if let Some(b) = bs {
-            for (row, &b) in y_n.chunks_mut(p.max(1)).zip(b) {
-                row.iter_mut().for_each(|v| *v += b);
+            for y_n in y_t.chunks_mut(per_y.max(1)) {
+                for (row, &b) in y_n.chunks_mut(p.max(1)).zip(b) {
+                    row.iter_mut().for_each(|v| *v += b);
+                }
             }
         }
     };
-    if per_sample {
-        y.par_chunks_mut(per_y.max(1))
+    let task = (per_y * chunk).max(1);
+    if per_task {
+        y.par_chunks_mut(task)
             .enumerate()
-            .for_each_init(Vec::new, compute);
+            .for_each_init(Default::default, compute);
     } else {
-        let mut col = Vec::new();
-        y.chunks_mut(per_y.max(1))
+        let mut buffers = Default::default();
+        y.chunks_mut(task)
             .enumerate()
-            .for_each(|item| compute(&mut col, item));
+            .for_each(|item| compute(&mut buffers, item));
     }
     Some(FlexTensor::from_data(TensorData::new(
         y,
@@ -345,7 +496,7 @@ pub(crate) fn conv2d_forward(
 }
 
 /// The weight gradient `[out, in/groups, k₁, k₂]` of a convolution of `x` whose output gradient
-/// is `grad`.
+/// is `grad`: `dW_g = Σ_chunks G_g · col_g(x)ᵀ`, the chunks summed in order.
 pub(crate) fn conv2d_weight_backward(
     x: &FlexTensor,
     weight_dims: [usize; 4],
@@ -358,25 +509,39 @@ pub(crate) fn conv2d_weight_backward(
     let (og, kg, p) = (geo.og(), geo.kg(), geo.positions());
     let per_x = geo.channels * geo.height * geo.width;
     let per_g = geo.out_channels * p;
+    let chunk = geo.chunk();
+    let table = geo.gather_table();
     let mut dw = vec![0.0f32; geo.out_channels * kg];
-    let mut col = vec![0.0f32; kg * p];
+    let (mut col, mut rows) = (Vec::new(), Vec::new());
     for group in 0..geo.groups {
         let dw_g = &mut dw[group * og * kg..(group + 1) * og * kg];
-        for n in 0..geo.batch {
-            geo.im2col(&xs[n * per_x..(n + 1) * per_x], group, &mut col);
-            // dW_g (og × kg) += G[n] (og × p, its own layout) · colᵀ (p × kg).
-            let g = &gs[n * per_g + group * og * p..];
+        for (t, n0) in (0..geo.batch).step_by(chunk).enumerate() {
+            let count = chunk.min(geo.batch - n0);
+            let cols = count * p;
+            col.resize(kg * cols, 0.0);
+            for i in 0..count {
+                let x_n = &xs[(n0 + i) * per_x..(n0 + i + 1) * per_x];
+                geo.im2col(x_n, group, &mut col, cols, i * p, &table);
+            }
+            // G_g: one sample's rows in its own layout, several side by side in a buffer.
+            let g: &[f32] = if count == 1 {
+                &gs[n0 * per_g + group * og * p..]
+            } else {
+                geo.gather_rows(gs, n0, count, group, &mut rows);
+                &rows
+            };
+            // dW_g (og × kg) += G_g (og × cols) · colᵀ (cols × kg).
             matmul(
                 og,
                 kg,
-                p,
+                cols,
                 dw_g,
-                n > 0,
+                t > 0,
                 g,
-                (p, 1),
+                (cols, 1),
                 &col,
-                (1, p),
-                parallel(og * kg * p),
+                (1, cols),
+                parallel(og * kg * cols),
             );
         }
     }
@@ -397,35 +562,47 @@ pub(crate) fn conv2d_x_backward(
     let (og, kg, p) = (geo.og(), geo.kg(), geo.positions());
     let per_x = geo.channels * geo.height * geo.width;
     let per_g = geo.out_channels * p;
+    let chunk = geo.chunk();
+    let table = geo.gather_table();
     let mut dx = vec![0.0f32; geo.batch * per_x];
-    // Enough samples for every thread: one sample per task, each product single-threaded.
-    // Fewer: one sample after the other, each product parallel.
-    let per_sample = geo.batch >= rayon::current_num_threads();
-    let inner = if per_sample {
+    // Enough chunks for every thread: one chunk per task, each product single-threaded.
+    // Fewer: one chunk after the other, each product parallel.
+    let per_task = geo.batch.div_ceil(chunk) >= rayon::current_num_threads();
+    let inner = if per_task {
         Parallelism::None
     } else {
-        parallel(og * kg * p)
+        parallel(og * kg * p * chunk)
     };
-    // One patch buffer per task, reused across its samples: the product overwrites it whole.
-    let compute = |col: &mut Vec<f32>, (n, dx_n): (usize, &mut [f32])| {
-        col.resize(kg * p, 0.0);
+    // A patch buffer and a gradient buffer per task, reused: the product overwrites the first.
+    let compute = |(col, rows): &mut (Vec<f32>, Vec<f32>), (t, dx_t): (usize, &mut [f32])| {
+        let (n0, count) = (t * chunk, dx_t.len() / per_x.max(1));
+        let cols = count * p;
+        col.resize(kg * cols, 0.0);
         for group in 0..geo.groups {
-            // col (kg × p) = V_gᵀ (kg × og) · G[n] (og × p, its own layout).
-            let g = &gs[n * per_g + group * og * p..];
+            let g: &[f32] = if count == 1 {
+                &gs[n0 * per_g + group * og * p..]
+            } else {
+                geo.gather_rows(gs, n0, count, group, rows);
+                rows
+            };
+            // col (kg × cols) = V_gᵀ (kg × og) · G_g (og × cols).
             let v_g = &vs[group * og * kg..(group + 1) * og * kg];
-            matmul(kg, p, og, col, false, v_g, (1, kg), g, (p, 1), inner);
-            geo.col2im_add(col, group, dx_n);
+            matmul(kg, cols, og, col, false, v_g, (1, kg), g, (cols, 1), inner);
+            for (i, dx_n) in dx_t.chunks_mut(per_x.max(1)).enumerate() {
+                geo.col2im_add(col, group, dx_n, cols, i * p, &table);
+            }
         }
     };
-    if per_sample {
-        dx.par_chunks_mut(per_x)
+    let task = (per_x * chunk).max(1);
+    if per_task {
+        dx.par_chunks_mut(task)
             .enumerate()
-            .for_each_init(Vec::new, compute);
+            .for_each_init(Default::default, compute);
     } else {
-        let mut col = Vec::new();
-        dx.chunks_mut(per_x)
+        let mut buffers = Default::default();
+        dx.chunks_mut(task)
             .enumerate()
-            .for_each(|item| compute(&mut col, item));
+            .for_each(|item| compute(&mut buffers, item));
     }
     Some(FlexTensor::from_data(TensorData::new(dx, x_dims)))
 }

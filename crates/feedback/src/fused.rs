@@ -135,7 +135,7 @@ fn fill<const NORMS: bool>(
 /// clone, so the clone must be what the caller's loop ends up in): the crate itself is built for baseline x86-64 (SSE2), where neither the sign selects
 /// nor brSF's 64-bit hash vectorise well.
 #[inline(always)]
-fn with_best_simd<R>(f: impl FnOnce() -> R) -> R {
+pub(crate) fn with_best_simd<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
     {
         #[target_feature(enable = "avx512f,avx512dq,avx512vl,avx512bw,avx2,fma")]

@@ -5,6 +5,8 @@ pub mod backend;
 mod diagnostics;
 mod error;
 #[cfg(feature = "flex")]
+mod flex_adam;
+#[cfg(feature = "flex")]
 mod flex_conv;
 #[cfg(feature = "flex")]
 mod flex_pool;
@@ -17,7 +19,9 @@ mod rule;
 mod scope;
 mod visit;
 
-pub use backend::{FeedbackBackend, FeedbackForm, FeedbackKernel, MaybeTensor, ScaleKind};
+pub use backend::{
+    AdamUpdate, FeedbackBackend, FeedbackForm, FeedbackKernel, MaybeTensor, ScaleKind,
+};
 pub use diagnostics::{
     GradientAlignment, exact_input_gradient, input_gradient, input_gradient_alignment,
 };

@@ -24,7 +24,7 @@ use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
 use burn::tensor::{DispatchTensor, Tensor};
 
 use crate::FeedbackError;
-use crate::backend::{FeedbackBackend, FeedbackKernel, MaybeTensor, ScaleKind};
+use crate::backend::{AdamUpdate, FeedbackBackend, FeedbackKernel, MaybeTensor, ScaleKind};
 
 fn maybe<const D: usize>(t: Option<Tensor<D>>) -> MaybeTensor<Dispatch> {
     MaybeTensor::from(t.map(Tensor::into_dispatch))
@@ -359,4 +359,60 @@ pub fn max_pool2d(
         stride,
         padding,
     ))
+}
+
+/// One Adam update of a parameter (burn's `Adam` without AMSGrad, see [`AdamUpdate`]):
+/// `(θ, m, v)` after the step, from `θ`, its gradient `grad` and the moments of the steps so far
+/// (`None` before the first). On Flex one fused pass that updates the buffers in place when
+/// nothing else holds them; elsewhere burn's operations. Both give burn's `Adam` to the bit.
+///
+/// ```
+/// use burn::tensor::{Device, Tensor};
+/// use signsym_feedback::AdamUpdate;
+/// let device = Device::flex();
+/// let theta = Tensor::<1>::from_floats([1.0, -2.0], &device);
+/// let grad = Tensor::<1>::from_floats([0.5, -0.5], &device);
+/// let step = AdamUpdate { beta_1: 0.9, beta_2: 0.999, epsilon: 1e-8, weight_decay: None, lr: 0.1, time: 1 };
+/// let (theta, _m, _v) = signsym_feedback::ops::adam_update(theta, grad, None, step).unwrap();
+/// // The first step moves every coordinate by about lr against its gradient's sign.
+/// let t = theta.into_data().try_to_vec::<f32>().unwrap();
+/// assert!((t[0] - 0.9).abs() < 1e-5 && (t[1] + 1.9).abs() < 1e-5);
+/// ```
+pub fn adam_update<const D: usize>(
+    param: Tensor<D>,
+    grad: Tensor<D>,
+    moments: Option<(Tensor<D>, Tensor<D>)>,
+    update: AdamUpdate,
+) -> Result<(Tensor<D>, Tensor<D>, Tensor<D>), FeedbackError> {
+    let dims = param.dims();
+    let expect = |what: &str, found: [usize; D]| {
+        if found == dims {
+            Ok(())
+        } else {
+            Err(FeedbackError::InputShape {
+                op: "adam_update",
+                found: found.to_vec(),
+                expected: format!("{what} of the parameter's shape {dims:?}"),
+            })
+        }
+    };
+    expect("a gradient", grad.dims())?;
+    if let Some((m, v)) = &moments {
+        expect("a first moment", m.dims())?;
+        expect("a second moment", v.dims())?;
+    }
+    if update.time == 0 {
+        return Err(FeedbackError::InvalidConfig(
+            "adam_update: steps count from 1".to_string(),
+        ));
+    }
+    let (m, v) = moments.unzip();
+    let (param, m, v) = <Dispatch as FeedbackBackend>::adam_update(
+        param.into_dispatch(),
+        grad.into_dispatch(),
+        maybe(m),
+        maybe(v),
+        update,
+    );
+    Ok((wrap(param), wrap(m), wrap(v)))
 }

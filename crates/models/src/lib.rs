@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
+mod adam;
 pub mod alexnet;
 mod backbone;
 mod build;
@@ -17,6 +18,7 @@ mod term;
 mod train;
 pub mod vgg;
 
+pub use adam::{FusedAdam, FusedAdamConfig};
 pub use alexnet::{AlexNet, AlexNetConfig};
 pub use backbone::{Backbone, eval_mode, train_mode};
 pub use checkpoint::{EpochStats, TermStats, atomic_write, file_crc32, verify_crc32};

@@ -586,7 +586,10 @@ fn conv2d_under_gradient_checkpointing_matches_straight_through() {
 
 /// The extension's Flex kernels for a convolution's input and weight gradients against burn's
 /// generic ones, over strides, asymmetric padding, dilation, groups, 1×1 kernels and batches
-/// smaller and larger than the thread count; and the same bits with one thread as with two.
+/// smaller and larger than the thread count, samples one per product and several side by side
+/// (a full and a partial chunk of 8 at 4 × 4 positions), patch rows gathered through a table
+/// (outputs narrower than 16) and copied line by line (wider); and the same bits with one thread
+/// as with two.
 #[test]
 fn flex_conv2d_kernels_match_burn_on_many_shapes() {
     let _serial = serial();
@@ -604,7 +607,7 @@ fn flex_conv2d_kernels_match_burn_on_many_shapes() {
         [usize; 2],
         usize,
     );
-    let cases: [Case; 8] = [
+    let cases: [Case; 11] = [
         (1, 3, 4, [7, 6], [3, 3], [1, 1], [(1, 1), (1, 1)], [1, 1], 1),
         (3, 4, 6, [9, 8], [3, 2], [2, 1], [(1, 2), (0, 1)], [1, 2], 2),
         (5, 8, 8, [6, 6], [1, 1], [1, 1], [(0, 0), (0, 0)], [1, 1], 1),
@@ -641,6 +644,39 @@ fn flex_conv2d_kernels_match_burn_on_many_shapes() {
             [2, 2],
             [(0, 0), (0, 0)],
             [1, 1],
+            1,
+        ),
+        (
+            10,
+            6,
+            4,
+            [4, 4],
+            [3, 3],
+            [1, 1],
+            [(1, 1), (1, 1)],
+            [1, 1],
+            2,
+        ),
+        (
+            2,
+            3,
+            5,
+            [9, 40],
+            [3, 3],
+            [1, 2],
+            [(1, 1), (2, 1)],
+            [1, 1],
+            1,
+        ),
+        (
+            3,
+            2,
+            2,
+            [5, 17],
+            [2, 3],
+            [1, 1],
+            [(0, 1), (1, 1)],
+            [2, 1],
             1,
         ),
     ];

@@ -1,5 +1,6 @@
 //! Integration tests of the models, one binary (one link) for all of them.
 
+mod adam;
 mod fuzz;
 mod terms;
 mod torchvision;

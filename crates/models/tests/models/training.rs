@@ -11,8 +11,8 @@ use signsym_data::{ImageDataset, read_idx};
 use signsym_feedback::{FeedbackRule, set_rule};
 use signsym_losses::CrossEntropyConfig;
 use signsym_models::{
-    AlexNetConfig, Backbone, BatchSource, FineTuneConfig, ModelError, Network, ResNetConfig,
-    SmallCnn, SmallCnnConfig, Task, Vgg16Config, eval_mode, fine_tune,
+    AlexNetConfig, Backbone, BatchSource, FineTuneConfig, ModelError, Network, ResNet,
+    ResNetConfig, SmallCnn, SmallCnnConfig, Task, Vgg16Config, eval_mode, fine_tune,
 };
 
 fn data_dir() -> PathBuf {
@@ -34,6 +34,17 @@ pub(crate) fn small_cnn(device: &Device) -> Network<SmallCnn> {
     let backbone = SmallCnnConfig::new()
         .with_channels([4, 8])
         .with_hidden(16)
+        .init(device)
+        .unwrap();
+    Network::new(backbone, Task::classification(10), device).unwrap()
+}
+
+/// ResNet-18 with narrow stages and the CIFAR stem, for 1-channel 28 × 28 images.
+pub(crate) fn narrow_mnist_resnet(device: &Device) -> Network<ResNet> {
+    let backbone = ResNetConfig::resnet18()
+        .with_widths([4, 8, 8, 16])
+        .with_cifar_stem(true)
+        .with_in_channels(1)
         .init(device)
         .unwrap();
     Network::new(backbone, Task::classification(10), device).unwrap()
@@ -433,4 +444,58 @@ fn hashing_fine_tune_trains_the_hyp2_proxies_at_the_head_rate() {
         .fold(0.0f32, f32::max);
     assert!((step - 1e-2).abs() < 1e-4, "largest proxy update {step}");
     assert!(tuned.history[0].train_loss.is_finite());
+}
+
+/// Recalibration makes a batch norm's running mean the plain average of its batch means —
+/// checked on the stem's batch norm against the stem convolution's output averaged on the host —
+/// and leaves the network's momenta as they were.
+#[test]
+fn batch_norm_recalibration_averages_the_batch_means() {
+    let _serial = crate::serial();
+    let device = Device::flex().autodiff();
+    device.seed(5);
+    let mut net = narrow_mnist_resnet(&device);
+    let data = mnist_test(96);
+    let batches: Vec<Vec<usize>> = (0..3).map(|b| (b * 32..(b + 1) * 32).collect()).collect();
+    signsym_models::recalibrate_batch_norm(
+        &mut net,
+        &data,
+        batches.iter().map(|b| b.as_slice()),
+        &device,
+    )
+    .unwrap();
+    let channels = 4;
+    let mut expected = vec![0f64; channels];
+    for b in &batches {
+        let (x, _) = data.batch(b, &device).unwrap();
+        let y = net.backbone.conv1.forward(x);
+        let [n, c, h, w] = y.dims();
+        let values = y.into_data().try_to_vec::<f32>().unwrap();
+        for (ch, e) in expected.iter_mut().enumerate() {
+            let sum: f64 = (0..n)
+                .flat_map(|i| values[(i * c + ch) * h * w..(i * c + ch + 1) * h * w].iter())
+                .map(|&v| f64::from(v))
+                .sum();
+            *e += sum / (n * h * w) as f64 / batches.len() as f64;
+        }
+    }
+    // `value_sync`: the last batch's update waits in a per-thread slot until the next read that
+    // synchronises (as `valid()` does before an evaluation).
+    let running = net
+        .backbone
+        .bn1
+        .running_mean
+        .value_sync()
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap();
+    for (ch, (r, e)) in running.iter().zip(&expected).enumerate() {
+        assert!(
+            (f64::from(*r) - e).abs() < 1e-4 * (1.0 + e.abs()),
+            "channel {ch}: {r} vs {e}"
+        );
+    }
+    // Not the initial statistics (zeros): the batches moved them.
+    assert!(expected.iter().any(|e| e.abs() > 1e-3));
+    assert_eq!(net.backbone.bn1.momentum, 0.1);
 }

@@ -8,9 +8,7 @@ use burn::tensor::Device;
 use signsym_data::{ImageDataset, read_idx};
 use signsym_feedback::FeedbackRule;
 use signsym_losses::CrossEntropyConfig;
-use signsym_models::{
-    AccuracyEvaluator, FineTuneConfig, Network, ResNetConfig, Task, fine_tune, pretrain,
-};
+use signsym_models::{AccuracyEvaluator, FineTuneConfig, Network, Task, fine_tune, pretrain};
 
 fn load(prefix: &str, split: &str, n: usize) -> ImageDataset {
     let dir: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data");
@@ -39,13 +37,7 @@ fn mnist_pretrained_resnet_fine_tunes_on_fashion_mnist_under_every_rule() {
     let fashion_train = load("fashion", "train", 1500);
     let fashion_test = load("fashion", "t10k", 1000);
 
-    let backbone = ResNetConfig::resnet18()
-        .with_widths([4, 8, 8, 16])
-        .with_cifar_stem(true)
-        .with_in_channels(1)
-        .init(&device)
-        .unwrap();
-    let net = Network::new(backbone, Task::classification(10), &device).unwrap();
+    let net = crate::training::narrow_mnist_resnet(&device);
     let ce = CrossEntropyConfig::new().init(&device).unwrap();
     let started = Instant::now();
     let pre_config = FineTuneConfig::pretraining(1e-2)
