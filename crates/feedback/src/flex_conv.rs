@@ -275,11 +275,44 @@ impl Geometry {
         }
     }
 
-    /// The output-gradient rows of group `group` of samples `n0..n0 + count` side by side:
-    /// `buf` becomes `[og, count·positions]`, sample `i`'s positions at columns `i·positions..`.
-    fn gather_rows(&self, grad: &[f32], n0: usize, count: usize, group: usize, buf: &mut Vec<f32>) {
+    /// The patch columns of group `group` of samples `n0..n0 + count` of `xs` side by side:
+    /// `col` becomes `[kg, count·positions]`, sample `i`'s columns at `i·positions..`.
+    fn patches(
+        &self,
+        xs: &[f32],
+        n0: usize,
+        count: usize,
+        group: usize,
+        col: &mut Vec<f32>,
+        table: &[u32],
+    ) {
+        let (p, per_x) = (self.positions(), self.channels * self.height * self.width);
+        let cols = count * p;
+        col.resize(self.kg() * cols, 0.0);
+        for (i, x_n) in xs[n0 * per_x..(n0 + count) * per_x]
+            .chunks(per_x.max(1))
+            .enumerate()
+        {
+            self.im2col(x_n, group, col, cols, i * p, table);
+        }
+    }
+
+    /// The output-gradient rows `[og, count·positions]` of group `group` of samples
+    /// `n0..n0 + count` (row stride `count·positions`): one sample's in its own layout, several
+    /// gathered side by side into `buf`, sample `i`'s positions at columns `i·positions..`.
+    fn grad_rows<'a>(
+        &self,
+        grad: &'a [f32],
+        n0: usize,
+        count: usize,
+        group: usize,
+        buf: &'a mut Vec<f32>,
+    ) -> &'a [f32] {
         let (og, p) = (self.og(), self.positions());
         let (cols, per_g) = (count * p, self.out_channels * p);
+        if count == 1 {
+            return &grad[n0 * per_g + group * og * p..];
+        }
         buf.resize(og * cols, 0.0);
         for i in 0..count {
             let src = &grad[(n0 + i) * per_g + group * og * p..][..og * p];
@@ -287,6 +320,7 @@ impl Geometry {
                 buf[o * cols + i * p..][..p].copy_from_slice(line);
             }
         }
+        buf
     }
 }
 
@@ -366,6 +400,30 @@ fn parallel(work: usize) -> Parallelism {
     }
 }
 
+/// Runs `compute(buffers, inner, (t, part))` over the `t`-th chunk of `chunk` samples of `out`
+/// (`per_sample` values each), with two buffers reused across a task's chunks. With a chunk for
+/// every thread the chunks run in parallel and each product on one thread (`inner` is
+/// `Parallelism::None`); with fewer, one after the other and each product parallel over its
+/// `work` multiply-adds. Either way the result does not depend on the thread count.
+fn for_each_chunk<F>(out: &mut [f32], per_sample: usize, chunk: usize, work: usize, compute: F)
+where
+    F: Fn(&mut (Vec<f32>, Vec<f32>), Parallelism, (usize, &mut [f32])) + Sync,
+{
+    let task = (per_sample * chunk).max(1);
+    if out.len().div_ceil(task) >= rayon::current_num_threads() {
+        out.par_chunks_mut(task)
+            .enumerate()
+            .for_each_init(Default::default, |buffers, item| {
+                compute(buffers, Parallelism::None, item)
+            });
+    } else {
+        let (inner, mut buffers) = (parallel(work), Default::default());
+        out.chunks_mut(task)
+            .enumerate()
+            .for_each(|item| compute(&mut buffers, inner, item));
+    }
+}
+
 /// Output size along axis `a` of a convolution, `None` when the window does not fit.
 fn output_size(input: usize, kernel: usize, options: &ConvOptions<2>, a: usize) -> Option<usize> {
     let (begin, end) = options.padding[a];
@@ -419,36 +477,23 @@ pub(crate) fn conv2d_forward(
     let chunk = geo.chunk();
     let table = geo.gather_table();
     let mut y = vec![0.0f32; geo.batch * per_y];
-    let per_task = geo.batch.div_ceil(chunk) >= rayon::current_num_threads();
-    let inner = if per_task {
-        Parallelism::None
-    } else {
-        parallel(og * kg * p * chunk)
-    };
     // A patch buffer and a product buffer per task, reused across its chunks.
-    let compute = |(col, prod): &mut (Vec<f32>, Vec<f32>), (t, y_t): (usize, &mut [f32])| {
+    let compute = |(col, prod): &mut (Vec<f32>, Vec<f32>), inner, (t, y_t): (usize, &mut [f32])| {
         let (n0, count) = (t * chunk, y_t.len() / per_y.max(1));
         let cols = count * p;
         for group in 0..geo.groups {
             let w_g = &ws[group * og * kg..(group + 1) * og * kg];
+            let patches: &[f32] = if direct && count == 1 {
+                &xs[n0 * per_x + group * kg * p..][..kg * p]
+            } else {
+                geo.patches(xs, n0, count, group, col, &table);
+                col
+            };
             if count == 1 {
-                let x_n = &xs[n0 * per_x..(n0 + 1) * per_x];
-                let patches: &[f32] = if direct {
-                    &x_n[group * kg * p..(group + 1) * kg * p]
-                } else {
-                    col.resize(kg * p, 0.0);
-                    geo.im2col(x_n, group, col, p, 0, &table);
-                    col
-                };
                 // Y_g (og × p) = W_g (og × kg) · patches (kg × p), in the output's layout.
                 let y_g = &mut y_t[group * og * p..(group + 1) * og * p];
                 matmul(og, p, kg, y_g, false, w_g, (kg, 1), patches, (p, 1), inner);
                 continue;
-            }
-            col.resize(kg * cols, 0.0);
-            for i in 0..count {
-                let x_n = &xs[(n0 + i) * per_x..(n0 + i + 1) * per_x];
-                geo.im2col(x_n, group, col, cols, i * p, &table);
             }
             prod.resize(og * cols, 0.0);
             matmul(
@@ -459,7 +504,7 @@ pub(crate) fn conv2d_forward(
                 false,
                 w_g,
                 (kg, 1),
-                col,
+                patches,
                 (cols, 1),
                 inner,
             );
@@ -478,17 +523,7 @@ pub(crate) fn conv2d_forward(
             }
         }
     };
-    let task = (per_y * chunk).max(1);
-    if per_task {
-        y.par_chunks_mut(task)
-            .enumerate()
-            .for_each_init(Default::default, compute);
-    } else {
-        let mut buffers = Default::default();
-        y.chunks_mut(task)
-            .enumerate()
-            .for_each(|item| compute(&mut buffers, item));
-    }
+    for_each_chunk(&mut y, per_y, chunk, og * kg * p * chunk, compute);
     Some(FlexTensor::from_data(TensorData::new(
         y,
         [geo.batch, geo.out_channels, out[0], out[1]],
@@ -507,8 +542,6 @@ pub(crate) fn conv2d_weight_backward(
     let xs = x.as_slice::<f32>()?;
     let gs = grad.as_slice::<f32>()?;
     let (og, kg, p) = (geo.og(), geo.kg(), geo.positions());
-    let per_x = geo.channels * geo.height * geo.width;
-    let per_g = geo.out_channels * p;
     let chunk = geo.chunk();
     let table = geo.gather_table();
     let mut dw = vec![0.0f32; geo.out_channels * kg];
@@ -518,18 +551,8 @@ pub(crate) fn conv2d_weight_backward(
         for (t, n0) in (0..geo.batch).step_by(chunk).enumerate() {
             let count = chunk.min(geo.batch - n0);
             let cols = count * p;
-            col.resize(kg * cols, 0.0);
-            for i in 0..count {
-                let x_n = &xs[(n0 + i) * per_x..(n0 + i + 1) * per_x];
-                geo.im2col(x_n, group, &mut col, cols, i * p, &table);
-            }
-            // G_g: one sample's rows in its own layout, several side by side in a buffer.
-            let g: &[f32] = if count == 1 {
-                &gs[n0 * per_g + group * og * p..]
-            } else {
-                geo.gather_rows(gs, n0, count, group, &mut rows);
-                &rows
-            };
+            geo.patches(xs, n0, count, group, &mut col, &table);
+            let g = geo.grad_rows(gs, n0, count, group, &mut rows);
             // dW_g (og × kg) += G_g (og × cols) · colᵀ (cols × kg).
             matmul(
                 og,
@@ -561,48 +584,25 @@ pub(crate) fn conv2d_x_backward(
     let gs = grad.as_slice::<f32>()?;
     let (og, kg, p) = (geo.og(), geo.kg(), geo.positions());
     let per_x = geo.channels * geo.height * geo.width;
-    let per_g = geo.out_channels * p;
     let chunk = geo.chunk();
     let table = geo.gather_table();
     let mut dx = vec![0.0f32; geo.batch * per_x];
-    // Enough chunks for every thread: one chunk per task, each product single-threaded.
-    // Fewer: one chunk after the other, each product parallel.
-    let per_task = geo.batch.div_ceil(chunk) >= rayon::current_num_threads();
-    let inner = if per_task {
-        Parallelism::None
-    } else {
-        parallel(og * kg * p * chunk)
-    };
     // A patch buffer and a gradient buffer per task, reused: the product overwrites the first.
-    let compute = |(col, rows): &mut (Vec<f32>, Vec<f32>), (t, dx_t): (usize, &mut [f32])| {
-        let (n0, count) = (t * chunk, dx_t.len() / per_x.max(1));
-        let cols = count * p;
-        col.resize(kg * cols, 0.0);
-        for group in 0..geo.groups {
-            let g: &[f32] = if count == 1 {
-                &gs[n0 * per_g + group * og * p..]
-            } else {
-                geo.gather_rows(gs, n0, count, group, rows);
-                rows
-            };
-            // col (kg × cols) = V_gᵀ (kg × og) · G_g (og × cols).
-            let v_g = &vs[group * og * kg..(group + 1) * og * kg];
-            matmul(kg, cols, og, col, false, v_g, (1, kg), g, (cols, 1), inner);
-            for (i, dx_n) in dx_t.chunks_mut(per_x.max(1)).enumerate() {
-                geo.col2im_add(col, group, dx_n, cols, i * p, &table);
+    let compute =
+        |(col, rows): &mut (Vec<f32>, Vec<f32>), inner, (t, dx_t): (usize, &mut [f32])| {
+            let (n0, count) = (t * chunk, dx_t.len() / per_x.max(1));
+            let cols = count * p;
+            col.resize(kg * cols, 0.0);
+            for group in 0..geo.groups {
+                let g = geo.grad_rows(gs, n0, count, group, rows);
+                // col (kg × cols) = V_gᵀ (kg × og) · G_g (og × cols).
+                let v_g = &vs[group * og * kg..(group + 1) * og * kg];
+                matmul(kg, cols, og, col, false, v_g, (1, kg), g, (cols, 1), inner);
+                for (i, dx_n) in dx_t.chunks_mut(per_x.max(1)).enumerate() {
+                    geo.col2im_add(col, group, dx_n, cols, i * p, &table);
+                }
             }
-        }
-    };
-    let task = (per_x * chunk).max(1);
-    if per_task {
-        dx.par_chunks_mut(task)
-            .enumerate()
-            .for_each_init(Default::default, compute);
-    } else {
-        let mut buffers = Default::default();
-        dx.chunks_mut(task)
-            .enumerate()
-            .for_each(|item| compute(&mut buffers, item));
-    }
+        };
+    for_each_chunk(&mut dx, per_x, chunk, og * kg * p * chunk, compute);
     Some(FlexTensor::from_data(TensorData::new(dx, x_dims)))
 }
