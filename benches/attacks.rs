@@ -10,6 +10,10 @@
 
 mod support;
 
+// The examples' allocator (see examples/robust_finetune.rs).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use burn::tensor::{Device, Distribution, Tensor};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use signsym::attacks::{

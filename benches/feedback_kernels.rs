@@ -15,6 +15,10 @@
 
 mod support;
 
+// The examples' allocator (see examples/robust_finetune.rs).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use burn::nn::PaddingConfig2d;
 use burn::tensor::{Device, Distribution, Tensor};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};

@@ -88,6 +88,11 @@ fn load(
     Ok(set.select(&(0..n).collect::<Vec<_>>()))
 }
 
+// mimalloc reuses freed blocks per thread instead of returning them to the system and
+// faulting them in again: 7-14 % off a ResNet-18 training step (docs/performance.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let widths: [usize; 4] = args

@@ -386,6 +386,10 @@ fn matmul(
 /// are gathered through a table ([`Geometry::gather_table`]).
 const LINE_MIN: usize = 16;
 
+/// Most output channels per group for which the weight gradient packs the gradient rows instead
+/// of the patch rows (see [`conv2d_weight_backward`]).
+const TRANSPOSED_DW_MAX: usize = 64;
+
 /// Columns a product should have at least: see [`Geometry::chunk`].
 const COLUMNS: usize = 128;
 
@@ -546,6 +550,14 @@ pub(crate) fn conv2d_weight_backward(
     let table = geo.gather_table();
     let mut dw = vec![0.0f32; geo.out_channels * kg];
     let (mut col, mut rows) = (Vec::new(), Vec::new());
+    // `gemm` copies the operand it cannot stream into a packed layout, every product: the patch
+    // matrix (kg rows) when it is the left factor, the gradient rows (og rows) when they are. With
+    // few output channels the product is arranged to pack the gradient rows (64 rows instead of
+    // 576 with 64 channels in and out, 3 × 3), and the weight gradient lands transposed, turned
+    // once per group. Measured on AVX-512 (docs/performance.md), that pays only up to
+    // [`TRANSPOSED_DW_MAX`] channels: ResNet-18's 128–512-channel layers run slower arranged so.
+    let transposed = og <= kg && og <= TRANSPOSED_DW_MAX;
+    let mut dw_t = vec![0.0f32; if transposed { og * kg } else { 0 }];
     for group in 0..geo.groups {
         let dw_g = &mut dw[group * og * kg..(group + 1) * og * kg];
         for (t, n0) in (0..geo.batch).step_by(chunk).enumerate() {
@@ -553,19 +565,43 @@ pub(crate) fn conv2d_weight_backward(
             let cols = count * p;
             geo.patches(xs, n0, count, group, &mut col, &table);
             let g = geo.grad_rows(gs, n0, count, group, &mut rows);
-            // dW_g (og × kg) += G_g (og × cols) · colᵀ (cols × kg).
-            matmul(
-                og,
-                kg,
-                cols,
-                dw_g,
-                t > 0,
-                g,
-                (cols, 1),
-                &col,
-                (1, cols),
-                parallel(og * kg * cols),
-            );
+            let threads = parallel(og * kg * cols);
+            if transposed {
+                // dW_gᵀ (kg × og) += col (kg × cols) · G_gᵀ (cols × og).
+                matmul(
+                    kg,
+                    og,
+                    cols,
+                    &mut dw_t,
+                    t > 0,
+                    &col,
+                    (cols, 1),
+                    g,
+                    (1, cols),
+                    threads,
+                );
+            } else {
+                // dW_g (og × kg) += G_g (og × cols) · colᵀ (cols × kg).
+                matmul(
+                    og,
+                    kg,
+                    cols,
+                    dw_g,
+                    t > 0,
+                    g,
+                    (cols, 1),
+                    &col,
+                    (1, cols),
+                    threads,
+                );
+            }
+        }
+        if transposed {
+            for (r, row) in dw_t.chunks(og).enumerate() {
+                for (o, &v) in row.iter().enumerate() {
+                    dw_g[o * kg + r] = v;
+                }
+            }
         }
     }
     Some(FlexTensor::from_data(TensorData::new(dw, weight_dims)))

@@ -588,8 +588,9 @@ fn conv2d_under_gradient_checkpointing_matches_straight_through() {
 /// generic ones, over strides, asymmetric padding, dilation, groups, 1×1 kernels and batches
 /// smaller and larger than the thread count, samples one per product and several side by side
 /// (a full and a partial chunk of 8 at 4 × 4 positions), patch rows gathered through a table
-/// (outputs narrower than 16) and copied line by line (wider); and the same bits with one thread
-/// as with two.
+/// (outputs narrower than 16) and copied line by line (wider), weight gradients arranged both
+/// ways (fewer output channels per group than patch rows, and more: the 16 → 32 1 × 1 case); and
+/// the same bits with one thread as with two.
 #[test]
 fn flex_conv2d_kernels_match_burn_on_many_shapes() {
     let _serial = serial();
