@@ -47,13 +47,43 @@ fn reference(kernel: FeedbackKernel, w: &[f32], aux: &[f32]) -> Vec<f64> {
 }
 
 /// A weight with exact zeros at every 5th entry, so `sign` meets 0.
-fn weight(shape: [usize; 2], device: &Device) -> (Tensor<2>, Vec<f32>) {
+fn weight<const D: usize>(shape: [usize; D], device: &Device) -> (Tensor<D>, Vec<f32>) {
     let mut w = host(random(shape, device));
     for x in w.iter_mut().step_by(5) {
         *x = 0.0;
     }
     let t = Tensor::from_data(TensorData::new(w.clone(), shape), device);
     (t, w)
+}
+
+/// `feedback_matrix` on a weight of `shape` against [`reference`] for every form and scale.
+fn matches_reference<const D: usize>(
+    shape: [usize; D],
+    device: &Device,
+    forms: &[FeedbackForm],
+    scales: &[ScaleKind],
+) {
+    let (w, w_host) = weight(shape, device);
+    let aux = random(shape, device);
+    let aux_host = host(aux.clone());
+    for &form in forms {
+        for &scale in scales {
+            let kernel = FeedbackKernel { form, scale };
+            let got = host(feedback_matrix(w.clone(), Some(aux.clone()), kernel).unwrap());
+            let want = reference(kernel, &w_host, &aux_host);
+            let top = want.iter().fold(1e-12f64, |m, v| m.max(v.abs()));
+            let err = got
+                .iter()
+                .zip(&want)
+                .map(|(g, w)| (f64::from(*g) - w).abs())
+                .fold(0.0, f64::max)
+                / top;
+            assert!(
+                err < 2e-6,
+                "{form:?} {scale:?} {shape:?} on {device:?}: relative error {err:e}"
+            );
+        }
+    }
 }
 
 #[test]
@@ -75,27 +105,12 @@ fn feedback_matrix_matches_the_host_reference() {
         // Fewer elements than a SIMD block, a tail after whole blocks, and more than one
         // parallel chunk (16,384 elements).
         for shape in [[3, 2], [3, 7], [200, 100]] {
-            let (w, w_host) = weight(shape, device);
-            let aux = random(shape, device);
-            let aux_host = host(aux.clone());
-            for form in forms {
-                for scale in scales {
-                    let kernel = FeedbackKernel { form, scale };
-                    let got = host(feedback_matrix(w.clone(), Some(aux.clone()), kernel).unwrap());
-                    let want = reference(kernel, &w_host, &aux_host);
-                    let top = want.iter().fold(1e-12f64, |m, v| m.max(v.abs()));
-                    let err = got
-                        .iter()
-                        .zip(&want)
-                        .map(|(g, w)| (f64::from(*g) - w).abs())
-                        .fold(0.0, f64::max)
-                        / top;
-                    assert!(
-                        err < 2e-6,
-                        "{form:?} {scale:?} {shape:?} on {device:?}: relative error {err:e}"
-                    );
-                }
-            }
+            matches_reference(shape, device, &forms, &scales);
+        }
+        // Convolution weights: within one parallel chunk, a 1 × 1 kernel, and several chunks
+        // (18,432 elements).
+        for shape in [[6, 4, 3, 3], [8, 5, 1, 1], [64, 32, 3, 3]] {
+            matches_reference(shape, device, &forms, &scales);
         }
         // An all-zero weight: V₀ = 0 and the match-norm scale must not turn it into NaN.
         let zero = Tensor::<2>::zeros([4, 4], device);
@@ -186,6 +201,23 @@ fn random_magnitudes_follow_their_distribution_and_the_device_seed() {
                 what("sign pattern")
             );
         }
+
+        // A convolution's V₀ draws each weight's magnitude at the weight's flat index: the same
+        // values as the `[300, 200]` matrix.
+        let conv = Tensor::<4>::ones([300, 8, 5, 5], device);
+        let kernel = FeedbackKernel {
+            form: FeedbackForm::RandomMaskedSign(Distribution::Default),
+            scale: ScaleKind::Unit,
+        };
+        device.seed(9);
+        let as_conv = host(feedback_matrix(conv, None, kernel).unwrap());
+        device.seed(9);
+        assert_eq!(
+            as_conv,
+            draw(Distribution::Default, &ones),
+            "{}",
+            what("convolution weight")
+        );
 
         // Seeding: same seed, same draw; the next draw and another seed differ.
         device.seed(11);
