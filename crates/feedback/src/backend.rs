@@ -376,6 +376,53 @@ pub trait FeedbackBackend: Backend {
         update.apply::<Self>(param, grad, moment_1.into_option(), moment_2.into_option())
     }
 
+    /// Batch normalization with the batch's own statistics over axis 1: `(y, mean, biased
+    /// variance)`, as burn's `batch_norm_train`; on autodiff differentiated through
+    /// [`feedback_batch_norm_train_backward`](Self::feedback_batch_norm_train_backward). Not a
+    /// feedback op: it sits here because Flex has no batch-norm kernels of its own (see
+    /// `flex_norm`); every other backend runs burn's.
+    fn feedback_batch_norm_train(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let r = Self::batch_norm_train(x, gamma, beta, epsilon);
+        (r.output, r.mean, r.variance)
+    }
+
+    /// The gradients `(dx, dγ, dβ)` of
+    /// [`feedback_batch_norm_train`](Self::feedback_batch_norm_train) from its output gradient
+    /// and the statistics it returned.
+    fn feedback_batch_norm_train_backward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        mean: FloatTensor<Self>,
+        variance: FloatTensor<Self>,
+        epsilon: f64,
+        output_grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let r = Self::batch_norm_train_backward(x, gamma, mean, variance, epsilon, output_grad);
+        (r.x_grad, r.gamma_grad, r.beta_grad)
+    }
+
+    /// `x·scale + shift` per channel of axis 1 (`scale`, `shift`: `[channels]`; no shift when
+    /// `None`): an inference-mode batch norm with its statistics folded in, and its input
+    /// gradient. On autodiff only `x` is differentiated; `scale` and `shift` are constants.
+    fn feedback_channel_affine(
+        x: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        #[extension_type] shift: MaybeTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let mut dims = vec![1; x.shape().num_dims()];
+        dims[1] = x.shape()[1];
+        let y = Self::float_mul(x, Self::float_reshape(scale, Shape::from(dims.clone())));
+        match shift.into_option() {
+            Some(b) => Self::float_add(y, Self::float_reshape(b, Shape::from(dims))),
+            None => y,
+        }
+    }
+
     /// `x·W + b` over the last axis of `x` (rank ≥ 2); `W` is `[d_input, d_output]`.
     fn feedback_linear(
         x: FloatTensor<Self>,
@@ -525,6 +572,85 @@ impl FeedbackBackend for burn::backend::Flex {
             crate::flex_adam::adam_update(param, &grad, m, v, &update)
         } else {
             update.apply::<Self>(param, grad, m, v)
+        }
+    }
+
+    fn feedback_batch_norm_train(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        match crate::flex_norm::batch_norm_train(&x, &gamma, &beta, epsilon) {
+            Some(result) => result,
+            None => {
+                let r = <Self as burn::backend::ops::ModuleOps<Self>>::batch_norm_train(
+                    x, gamma, beta, epsilon,
+                );
+                (r.output, r.mean, r.variance)
+            }
+        }
+    }
+
+    fn feedback_batch_norm_train_backward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        mean: FloatTensor<Self>,
+        variance: FloatTensor<Self>,
+        epsilon: f64,
+        output_grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        match crate::flex_norm::batch_norm_train_backward(
+            &x,
+            &gamma,
+            &mean,
+            &variance,
+            epsilon,
+            &output_grad,
+        ) {
+            Some(result) => result,
+            None => {
+                let r = <Self as burn::backend::ops::ModuleOps<Self>>::batch_norm_train_backward(
+                    x,
+                    gamma,
+                    mean,
+                    variance,
+                    epsilon,
+                    output_grad,
+                );
+                (r.x_grad, r.gamma_grad, r.beta_grad)
+            }
+        }
+    }
+
+    fn feedback_channel_affine(
+        x: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        shift: MaybeTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let shift = shift.into_option();
+        match crate::flex_norm::channel_affine(&x, &scale, shift.as_ref()) {
+            Some(y) => y,
+            None => {
+                let mut dims = vec![1; x.shape().num_dims()];
+                dims[1] = x.shape()[1];
+                let reshape = |t| {
+                    <Self as burn::backend::ops::FloatTensorOps<Self>>::float_reshape(
+                        t,
+                        Shape::from(dims.clone()),
+                    )
+                };
+                let y = <Self as burn::backend::ops::FloatTensorOps<Self>>::float_mul(
+                    x,
+                    reshape(scale),
+                );
+                match shift {
+                    Some(b) => {
+                        <Self as burn::backend::ops::FloatTensorOps<Self>>::float_add(y, reshape(b))
+                    }
+                    None => y,
+                }
+            }
         }
     }
 
@@ -828,7 +954,139 @@ impl<B: FeedbackBackend> Backward<B, 1> for MaxPoolBackward {
     }
 }
 
+/// The backward of [`FeedbackBackend::feedback_batch_norm_train`] on autodiff: the input and γ
+/// (checkpointed), the batch statistics as the forward computed them, ε.
+#[derive(Debug)]
+struct BatchNormBackward;
+
+type NormState<B> = (NodeId, NodeId, FloatTensor<B>, FloatTensor<B>, f64);
+
+impl<B: FeedbackBackend> Backward<B, 3> for BatchNormBackward {
+    type State = NormState<B>;
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 3>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let [node_x, node_gamma, node_beta] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (x_id, gamma_id, mean, variance, epsilon) = ops.state;
+        let x = checkpointer.retrieve_node_output::<FloatTensor<B>>(x_id);
+        let gamma = checkpointer.retrieve_node_output::<FloatTensor<B>>(gamma_id);
+        let (dx, dgamma, dbeta) =
+            B::feedback_batch_norm_train_backward(x, gamma, mean, variance, epsilon, grad);
+        for (node, g) in [(node_x, dx), (node_gamma, dgamma), (node_beta, dbeta)] {
+            if let Some(node) = node {
+                grads.register::<B>(node.id, g);
+            }
+        }
+    }
+}
+
+/// The backward of [`FeedbackBackend::feedback_channel_affine`] on autodiff: `dx = dy·scale`.
+#[derive(Debug)]
+struct ChannelAffineBackward;
+
+impl<B: FeedbackBackend> Backward<B, 1> for ChannelAffineBackward {
+    type State = FloatTensor<B>;
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 1>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let [node] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        if let Some(node) = node {
+            let dx = B::feedback_channel_affine(grad, ops.state, None.into());
+            grads.register::<B>(node.id, dx);
+        }
+    }
+}
+
 impl<B: FeedbackBackend, C: CheckpointStrategy> FeedbackBackend for Autodiff<B, C> {
+    fn feedback_batch_norm_train(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let constant = <Self as AutodiffBackend>::from_inner;
+        match BatchNormBackward
+            .prepare::<C>([x.node(), gamma.node(), beta.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let x_id = prep.checkpoint(&x);
+                let gamma_id = prep.checkpoint(&gamma);
+                let (y, mean, variance) = B::feedback_batch_norm_train(
+                    x.into_primitive(),
+                    gamma.into_primitive(),
+                    beta.into_primitive(),
+                    epsilon,
+                );
+                let state = (x_id, gamma_id, mean.clone(), variance.clone(), epsilon);
+                (prep.finish(state, y), constant(mean), constant(variance))
+            }
+            OpsKind::UnTracked(prep) => {
+                let (y, mean, variance) = B::feedback_batch_norm_train(
+                    x.into_primitive(),
+                    gamma.into_primitive(),
+                    beta.into_primitive(),
+                    epsilon,
+                );
+                (prep.finish(y), constant(mean), constant(variance))
+            }
+        }
+    }
+
+    fn feedback_batch_norm_train_backward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        mean: FloatTensor<Self>,
+        variance: FloatTensor<Self>,
+        epsilon: f64,
+        output_grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        // A gradient is not differentiated again: computed on the inner backend, untracked.
+        let (dx, dgamma, dbeta) = B::feedback_batch_norm_train_backward(
+            x.into_primitive(),
+            gamma.into_primitive(),
+            mean.into_primitive(),
+            variance.into_primitive(),
+            epsilon,
+            output_grad.into_primitive(),
+        );
+        let constant = <Self as AutodiffBackend>::from_inner;
+        (constant(dx), constant(dgamma), constant(dbeta))
+    }
+
+    fn feedback_channel_affine(
+        x: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        shift: MaybeTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let scale = scale.into_primitive();
+        let shift = MaybeTensor::from(shift.into_option().map(|b| b.into_primitive()));
+        match ChannelAffineBackward
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let y = B::feedback_channel_affine(x.into_primitive(), scale.clone(), shift);
+                prep.finish(scale, y)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(B::feedback_channel_affine(x.into_primitive(), scale, shift))
+            }
+        }
+    }
+
     fn adam_update(
         param: FloatTensor<Self>,
         grad: FloatTensor<Self>,

@@ -416,3 +416,117 @@ pub fn adam_update<const D: usize>(
     );
     Ok((wrap(param), wrap(m), wrap(v)))
 }
+
+/// A training-mode batch norm's output and the batch statistics it normalised with.
+#[derive(Debug, Clone)]
+pub struct BatchNormTrained<const D: usize> {
+    /// `(x − mean)/√(variance + ε)·γ + β`.
+    pub output: Tensor<D>,
+    /// Each channel's mean over the batch and positions (untracked).
+    pub mean: Tensor<1>,
+    /// Each channel's biased variance (untracked): what burn feeds its running variance.
+    pub variance: Tensor<1>,
+}
+
+/// Checks a `[channels]` parameter of a per-channel op against `x`'s axis 1.
+fn check_channels<const D: usize>(
+    op: &'static str,
+    x: &Tensor<D>,
+    params: &[(&str, &Tensor<1>)],
+) -> Result<(), FeedbackError> {
+    let dims = x.dims();
+    if D < 2 || dims[0] * dims[2..].iter().product::<usize>() == 0 {
+        return Err(FeedbackError::InputShape {
+            op,
+            expected: "a non-empty tensor [batch, channels, ...] of rank ≥ 2".to_string(),
+            found: dims.to_vec(),
+        });
+    }
+    for (name, p) in params {
+        if p.dims() != [dims[1]] {
+            return Err(FeedbackError::InputShape {
+                op,
+                expected: format!(
+                    "{name} of shape [{}], one per channel of the input",
+                    dims[1]
+                ),
+                found: p.dims().to_vec(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Batch normalization with the batch's own statistics, as burn's
+/// `burn::tensor::module::batch_norm_train` (axis 1 is the channel; biased variance). On Flex
+/// the statistics, the output and the backward take two passes each over the activations
+/// instead of burn's generic ops; elsewhere this is burn's op. Agrees with burn's to rounding.
+///
+/// ```
+/// use burn::tensor::{Device, Tensor};
+/// let device = Device::flex();
+/// let x = Tensor::<2>::from_floats([[1.0, 10.0], [3.0, 10.0]], &device);
+/// let (gamma, beta) = (Tensor::ones([2], &device), Tensor::zeros([2], &device));
+/// let bn = signsym_feedback::ops::batch_norm_train(x, gamma, beta, 1e-5).unwrap();
+/// assert_eq!(bn.mean.into_data().try_to_vec::<f32>().unwrap(), [2.0, 10.0]);
+/// assert_eq!(bn.variance.into_data().try_to_vec::<f32>().unwrap(), [1.0, 0.0]);
+/// let y = bn.output.into_data().try_to_vec::<f32>().unwrap();
+/// assert!((y[0] + 1.0).abs() < 1e-4 && (y[2] - 1.0).abs() < 1e-4 && y[1] == 0.0);
+/// ```
+pub fn batch_norm_train<const D: usize>(
+    x: Tensor<D>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    epsilon: f64,
+) -> Result<BatchNormTrained<D>, FeedbackError> {
+    check_channels("batch_norm_train", &x, &[("γ", &gamma), ("β", &beta)])?;
+    if !(epsilon.is_finite() && epsilon > 0.0) {
+        return Err(FeedbackError::InvalidConfig(format!(
+            "batch_norm_train: ε must be finite and positive, got {epsilon}"
+        )));
+    }
+    let (output, mean, variance) = <Dispatch as FeedbackBackend>::feedback_batch_norm_train(
+        x.into_dispatch(),
+        gamma.into_dispatch(),
+        beta.into_dispatch(),
+        epsilon,
+    );
+    Ok(BatchNormTrained {
+        output: wrap(output),
+        mean: wrap(mean),
+        variance: wrap(variance),
+    })
+}
+
+/// `x·scale[c] + shift[c]` for each channel `c` of axis 1: an inference-mode batch norm with
+/// `scale = γ/√(σ² + ε)` and `shift = β − μ·scale`. Only `x` is differentiated (`scale` and
+/// `shift` are constants of the backward); one pass forward and one backward on Flex.
+///
+/// ```
+/// use burn::tensor::{Device, Tensor};
+/// let device = Device::flex().autodiff();
+/// let x = Tensor::<3>::from_floats([[[1.0, 2.0], [3.0, 4.0]]], &device).require_grad();
+/// let scale = Tensor::<1>::from_floats([2.0, -1.0], &device);
+/// let shift = Tensor::<1>::from_floats([0.5, 0.0], &device);
+/// let y = signsym_feedback::ops::channel_affine(x.clone(), scale, Some(shift)).unwrap();
+/// assert_eq!(y.clone().into_data().try_to_vec::<f32>().unwrap(), [2.5, 4.5, -3.0, -4.0]);
+/// let dx = x.grad(&y.sum().backward()).unwrap().into_data().try_to_vec::<f32>().unwrap();
+/// assert_eq!(dx, [2.0, 2.0, -1.0, -1.0]);
+/// ```
+pub fn channel_affine<const D: usize>(
+    x: Tensor<D>,
+    scale: Tensor<1>,
+    shift: Option<Tensor<1>>,
+) -> Result<Tensor<D>, FeedbackError> {
+    match &shift {
+        Some(b) => check_channels("channel_affine", &x, &[("scale", &scale), ("shift", b)])?,
+        None => check_channels("channel_affine", &x, &[("scale", &scale)])?,
+    }
+    Ok(wrap(
+        <Dispatch as FeedbackBackend>::feedback_channel_affine(
+            x.into_dispatch(),
+            scale.into_dispatch(),
+            maybe(shift),
+        ),
+    ))
+}

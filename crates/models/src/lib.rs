@@ -10,6 +10,7 @@ mod dropout;
 mod error;
 mod head;
 mod network;
+mod norm;
 mod pool;
 pub mod pretrained;
 pub mod resnet;

@@ -11,6 +11,7 @@ use signsym_feedback::layers::FeedbackConv2d;
 
 use crate::build::{Init, check_widths, conv};
 use crate::error::invalid;
+use crate::norm::batch_norm;
 use crate::{Backbone, ModelError};
 
 /// Settings of [`ResNet`]; [`ResNetConfig::resnet18`] gives torchvision's ResNet-18.
@@ -182,13 +183,13 @@ impl BasicBlock {
     /// The block's output.
     pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
         let identity = match &self.downsample {
-            Some(down) => down.bn.forward(down.conv.forward(input.clone())),
+            Some(down) => batch_norm(&down.bn, down.conv.forward(input.clone())),
             None => input.clone(),
         };
         let x = self
             .relu
-            .forward(self.bn1.forward(self.conv1.forward(input)));
-        let x = self.bn2.forward(self.conv2.forward(x));
+            .forward(batch_norm(&self.bn1, self.conv1.forward(input)));
+        let x = batch_norm(&self.bn2, self.conv2.forward(x));
         self.relu.forward(x + identity)
     }
 }
@@ -245,7 +246,7 @@ impl Backbone for ResNet {
     fn features(&self, input: Tensor<4>) -> Tensor<2> {
         let mut x = self
             .relu
-            .forward(self.bn1.forward(self.conv1.forward(input)));
+            .forward(batch_norm(&self.bn1, self.conv1.forward(input)));
         if let Some(pool) = &self.maxpool {
             x = crate::pool::max_pool(pool, x);
         }
