@@ -101,6 +101,9 @@ pub(crate) fn max_pool2d_with_indices(
     Some((values, indices?))
 }
 
+/// Windows per vector of the 2×2 loop.
+const LANES: usize = 8;
+
 /// The values, and the indices when `with_indices`.
 fn pool(
     x: &FlexTensor,
@@ -119,31 +122,47 @@ fn pool(
     // 2×2 windows of stride 2 without padding (the small CNN's and VGG's pools) get a loop of
     // their own: four loads and compares per output, in the generic loop's order.
     let pairs = kernel == [2, 2] && stride == [2, 2] && pad == [0, 0];
+    // Each 2×2 window's top-left position in its plane, in output order.
+    let corners: Vec<usize> = if pairs {
+        (0..pool.out[0])
+            .flat_map(|oh| (0..pool.out[1]).map(move |ow| 2 * oh * pool.width + 2 * ow))
+            .collect()
+    } else {
+        Vec::new()
+    };
     let pool_plane = |p: usize, vals: &mut [f32], mut idxs: Option<&mut [f32]>| {
         let plane = &xs[p * plane_in..(p + 1) * plane_in];
         if pairs {
+            // Eight windows at a time, their values gathered into arrays first: the selects
+            // then run on vectors (scalar, LLVM turned them into mispredicted branches).
             let width = pool.width;
-            for oh in 0..pool.out[0] {
-                let top = &plane[2 * oh * width..(2 * oh + 1) * width];
-                let bottom = &plane[(2 * oh + 1) * width..(2 * oh + 2) * width];
-                let row = oh * pool.out[1];
-                let vals = &mut vals[row..row + pool.out[1]];
-                for (ow, out) in vals.iter_mut().enumerate() {
-                    let c = 2 * ow;
-                    let window = [top[c], top[c + 1], bottom[c], bottom[c + 1]];
-                    let (mut best, mut at) = (window[0], 0);
-                    for (j, &v) in window.iter().enumerate().skip(1) {
-                        // Selects, not branches: which entry wins is data, and mispredicted
-                        // branches cost more than the compares.
-                        let take = (v > best) | v.is_nan();
-                        best = if take { v } else { best };
-                        at = if take { j } else { at };
+            let deltas = [0.0, 1.0, width as f32, (width + 1) as f32];
+            for (k0, offsets) in (0..plane_out).step_by(LANES).zip(corners.chunks(LANES)) {
+                let mut window = [[0.0f32; LANES]; 4];
+                let mut corner = [0.0f32; LANES];
+                for (k, &o) in offsets.iter().enumerate() {
+                    let two = &plane[o..o + 2];
+                    let below = &plane[o + width..o + width + 2];
+                    window[0][k] = two[0];
+                    window[1][k] = two[1];
+                    window[2][k] = below[0];
+                    window[3][k] = below[1];
+                    corner[k] = o as f32;
+                }
+                let mut best = window[0];
+                let mut at = corner;
+                for (values, &delta) in window.iter().zip(&deltas).skip(1) {
+                    for k in 0..LANES {
+                        let v = values[k];
+                        let take = (v > best[k]) | v.is_nan();
+                        best[k] = if take { v } else { best[k] };
+                        at[k] = if take { corner[k] + delta } else { at[k] };
                     }
-                    *out = best;
-                    if let Some(idxs) = idxs.as_deref_mut() {
-                        let r = 2 * oh + at / 2;
-                        idxs[row + ow] = (r * width + c + at % 2) as f32;
-                    }
+                }
+                let n = offsets.len();
+                vals[k0..k0 + n].copy_from_slice(&best[..n]);
+                if let Some(idxs) = idxs.as_deref_mut() {
+                    idxs[k0..k0 + n].copy_from_slice(&at[..n]);
                 }
             }
             return;
