@@ -132,6 +132,46 @@ impl FeedbackKernel {
     }
 }
 
+/// burn's `batch_norm_train` as a tuple: the batch-norm ops' default, and Flex's fallback.
+fn burn_batch_norm_train<B: Backend>(
+    x: FloatTensor<B>,
+    gamma: FloatTensor<B>,
+    beta: FloatTensor<B>,
+    epsilon: f64,
+) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+    let r = B::batch_norm_train(x, gamma, beta, epsilon);
+    (r.output, r.mean, r.variance)
+}
+
+/// burn's `batch_norm_train_backward` as a tuple `(dx, dγ, dβ)`.
+fn burn_batch_norm_train_backward<B: Backend>(
+    x: FloatTensor<B>,
+    gamma: FloatTensor<B>,
+    mean: FloatTensor<B>,
+    variance: FloatTensor<B>,
+    epsilon: f64,
+    output_grad: FloatTensor<B>,
+) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+    let r = B::batch_norm_train_backward(x, gamma, mean, variance, epsilon, output_grad);
+    (r.x_grad, r.gamma_grad, r.beta_grad)
+}
+
+/// `x·scale + shift` per channel of axis 1 with burn's broadcasting ops.
+fn burn_channel_affine<B: Backend>(
+    x: FloatTensor<B>,
+    scale: FloatTensor<B>,
+    shift: Option<FloatTensor<B>>,
+) -> FloatTensor<B> {
+    let mut dims = vec![1; x.shape().num_dims()];
+    dims[1] = x.shape()[1];
+    let per_channel = |t| B::float_reshape(t, Shape::from(dims.clone()));
+    let y = B::float_mul(x, per_channel(scale));
+    match shift {
+        Some(b) => B::float_add(y, per_channel(b)),
+        None => y,
+    }
+}
+
 /// `t · s` for a one-element `s`.
 fn scale_by<B: Backend>(t: FloatTensor<B>, factor: FloatTensor<B>) -> FloatTensor<B> {
     let rank = t.shape().num_dims();
@@ -387,8 +427,7 @@ pub trait FeedbackBackend: Backend {
         beta: FloatTensor<Self>,
         epsilon: f64,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        let r = Self::batch_norm_train(x, gamma, beta, epsilon);
-        (r.output, r.mean, r.variance)
+        burn_batch_norm_train::<Self>(x, gamma, beta, epsilon)
     }
 
     /// The gradients `(dx, dγ, dβ)` of
@@ -402,8 +441,7 @@ pub trait FeedbackBackend: Backend {
         epsilon: f64,
         output_grad: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        let r = Self::batch_norm_train_backward(x, gamma, mean, variance, epsilon, output_grad);
-        (r.x_grad, r.gamma_grad, r.beta_grad)
+        burn_batch_norm_train_backward::<Self>(x, gamma, mean, variance, epsilon, output_grad)
     }
 
     /// `x·scale + shift` per channel of axis 1 (`scale`, `shift`: `[channels]`; no shift when
@@ -414,13 +452,7 @@ pub trait FeedbackBackend: Backend {
         scale: FloatTensor<Self>,
         #[extension_type] shift: MaybeTensor<Self>,
     ) -> FloatTensor<Self> {
-        let mut dims = vec![1; x.shape().num_dims()];
-        dims[1] = x.shape()[1];
-        let y = Self::float_mul(x, Self::float_reshape(scale, Shape::from(dims.clone())));
-        match shift.into_option() {
-            Some(b) => Self::float_add(y, Self::float_reshape(b, Shape::from(dims))),
-            None => y,
-        }
+        burn_channel_affine::<Self>(x, scale, shift.into_option())
     }
 
     /// `x·W + b` over the last axis of `x` (rank ≥ 2); `W` is `[d_input, d_output]`.
@@ -583,12 +615,7 @@ impl FeedbackBackend for burn::backend::Flex {
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         match crate::flex_norm::batch_norm_train(&x, &gamma, &beta, epsilon) {
             Some(result) => result,
-            None => {
-                let r = <Self as burn::backend::ops::ModuleOps<Self>>::batch_norm_train(
-                    x, gamma, beta, epsilon,
-                );
-                (r.output, r.mean, r.variance)
-            }
+            None => burn_batch_norm_train::<Self>(x, gamma, beta, epsilon),
         }
     }
 
@@ -609,17 +636,14 @@ impl FeedbackBackend for burn::backend::Flex {
             &output_grad,
         ) {
             Some(result) => result,
-            None => {
-                let r = <Self as burn::backend::ops::ModuleOps<Self>>::batch_norm_train_backward(
-                    x,
-                    gamma,
-                    mean,
-                    variance,
-                    epsilon,
-                    output_grad,
-                );
-                (r.x_grad, r.gamma_grad, r.beta_grad)
-            }
+            None => burn_batch_norm_train_backward::<Self>(
+                x,
+                gamma,
+                mean,
+                variance,
+                epsilon,
+                output_grad,
+            ),
         }
     }
 
@@ -631,26 +655,7 @@ impl FeedbackBackend for burn::backend::Flex {
         let shift = shift.into_option();
         match crate::flex_norm::channel_affine(&x, &scale, shift.as_ref()) {
             Some(y) => y,
-            None => {
-                let mut dims = vec![1; x.shape().num_dims()];
-                dims[1] = x.shape()[1];
-                let reshape = |t| {
-                    <Self as burn::backend::ops::FloatTensorOps<Self>>::float_reshape(
-                        t,
-                        Shape::from(dims.clone()),
-                    )
-                };
-                let y = <Self as burn::backend::ops::FloatTensorOps<Self>>::float_mul(
-                    x,
-                    reshape(scale),
-                );
-                match shift {
-                    Some(b) => {
-                        <Self as burn::backend::ops::FloatTensorOps<Self>>::float_add(y, reshape(b))
-                    }
-                    None => y,
-                }
-            }
+            None => burn_channel_affine::<Self>(x, scale, shift),
         }
     }
 
