@@ -8,6 +8,7 @@ use signsym_feedback::*;
 
 #[test]
 fn rule_and_scale_names() {
+    let _serial = crate::common::serial();
     for (name, rule) in [
         ("bp", FeedbackRule::Bp),
         ("USF", FeedbackRule::USf),
@@ -87,6 +88,7 @@ fn tensor_ops_check_shapes() {
 
 #[test]
 fn layers_check_inputs_and_configs() {
+    let _serial = crate::common::serial();
     let device = Device::flex();
     let layer = FeedbackLinearConfig::new(3, 2).init(&device);
     assert!(matches!(

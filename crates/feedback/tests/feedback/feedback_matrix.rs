@@ -88,6 +88,7 @@ fn matches_reference<const D: usize>(
 
 #[test]
 fn feedback_matrix_matches_the_host_reference() {
+    let _serial = serial();
     let mut all = devices();
     all.push(Device::flex()); // without autodiff too
     let forms = [
@@ -139,6 +140,8 @@ fn moments(v: &[f32]) -> (f64, f64) {
 
 #[test]
 fn random_magnitudes_follow_their_distribution_and_the_device_seed() {
+    // Seeds the shared device and reads its draws back: no other test may draw in between.
+    let _serial = serial();
     let mut all = devices();
     all.push(Device::flex());
     // 60,000 entries: several parallel chunks on Flex.
@@ -229,6 +232,8 @@ fn random_magnitudes_follow_their_distribution_and_the_device_seed() {
 /// generic path of the other backends draws through burn's generator, shape by shape).
 #[test]
 fn random_magnitudes_of_a_convolution_weight_follow_its_flat_index_on_flex() {
+    // Seeds the shared device and reads its draws back: no other test may draw in between.
+    let _serial = serial();
     let kernel = FeedbackKernel {
         form: FeedbackForm::RandomMaskedSign(Distribution::Default),
         scale: ScaleKind::Unit,
@@ -249,6 +254,7 @@ fn random_magnitudes_of_a_convolution_weight_follow_its_flat_index_on_flex() {
 
 #[test]
 fn feedback_matrix_checks_its_auxiliary_tensor() {
+    let _serial = serial();
     let device = Device::flex();
     let w = random::<2>([3, 4], &device);
     let masked = FeedbackKernel {

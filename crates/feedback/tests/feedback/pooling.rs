@@ -34,6 +34,7 @@ fn bits(t: Tensor<4>) -> Vec<u32> {
 
 #[test]
 fn max_pooling_equals_burns_forward_and_backward() {
+    let _serial = crate::common::serial();
     let device = Device::flex().autodiff();
     // (shape, kernel, stride, padding): the small CNN's 2×2/2, ResNet's 3×3/2 pad 1, AlexNet's
     // 3×3/2, overlapping stride 1, odd sizes, a non-square window.
