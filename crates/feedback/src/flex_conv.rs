@@ -15,7 +15,9 @@
 //!   columns scattered back onto the input positions they were read from.
 //!
 //! A chunk is one sample where a sample has enough output positions to make a matrix product,
-//! and several side by side where it has few ([`Geometry::chunk`]).
+//! and several side by side where it has few ([`Geometry::chunk`]). On small maps where much of
+//! the patch matrix would be padding, the products go block by block over the taps that meet the
+//! input ([`blocks`]).
 //!
 //! Groups, strides, dilation and asymmetric padding are supported; anything else (another
 //! dtype, a non-contiguous tensor) returns `None` and the caller falls back to burn's kernels.
@@ -27,6 +29,10 @@ use burn::tensor::TensorData;
 use core::mem::MaybeUninit;
 use gemm::Parallelism;
 use rayon::prelude::*;
+
+mod blocks;
+
+use blocks::{forward_blocks, weight_backward_blocks, x_backward_blocks};
 
 /// The geometry of one convolution.
 #[derive(Clone, Copy, Debug)]
@@ -353,7 +359,51 @@ fn matmul(
     }
     let (lhs, rhs) = ((lhs, lhs_strides), (rhs, rhs_strides));
     // SAFETY: `dst` holds `m·n` initialised values and does not overlap the operands.
-    unsafe { product(m, n, k, dst.as_mut_ptr(), accumulate, lhs, rhs, parallelism) };
+    unsafe {
+        product(
+            m,
+            n,
+            k,
+            (dst.as_mut_ptr(), (n, 1)),
+            accumulate,
+            lhs,
+            rhs,
+            parallelism,
+        )
+    };
+}
+
+/// `dst += lhs · rhs`, the `m × n` result laid out in `dst` with strides `dst_strides` (rows,
+/// columns): a strided block of a larger matrix, such as one kernel tap's columns of a weight
+/// gradient.
+fn matmul_add_strided(
+    m: usize,
+    n: usize,
+    k: usize,
+    (dst, dst_strides): (&mut [f32], (usize, usize)),
+    lhs: (&[f32], (usize, usize)),
+    rhs: (&[f32], (usize, usize)),
+    parallelism: Parallelism,
+) {
+    if m == 0 || n == 0 || k == 0 {
+        return;
+    }
+    // Every index the product writes lies inside `dst`.
+    assert!(dst.len() > (m - 1) * dst_strides.0 + (n - 1) * dst_strides.1);
+    // SAFETY: `dst`'s extent is checked above, it holds initialised values and, as a mutable
+    // borrow, does not overlap the operands.
+    unsafe {
+        product(
+            m,
+            n,
+            k,
+            (dst.as_mut_ptr(), dst_strides),
+            true,
+            lhs,
+            rhs,
+            parallelism,
+        )
+    };
 }
 
 /// `dst (m×n, row-major) = lhs · rhs` into memory not yet initialised: every value of
@@ -379,7 +429,7 @@ fn matmul_into(
             m,
             n,
             k,
-            dst.as_mut_ptr().cast(),
+            (dst.as_mut_ptr().cast(), (n, 1)),
             false,
             lhs,
             rhs,
@@ -388,17 +438,18 @@ fn matmul_into(
     };
 }
 
-/// `gemm`'s product into `dst` (`m × n`, row-major, read only if `accumulate`), `k > 0`.
+/// `gemm`'s product into `dst` (`m × n` with strides `(rows, columns)`, read only if
+/// `accumulate`), `k > 0`.
 ///
 /// # Safety
-/// `dst` must be valid for writes of `m·n` values (and hold them initialised if `accumulate`),
-/// and must not overlap `lhs` or `rhs`.
+/// `dst` must be valid for writes of the `m·n` values its strides address (and hold them
+/// initialised if `accumulate`), and must not overlap `lhs` or `rhs`.
 #[allow(clippy::too_many_arguments)]
 unsafe fn product(
     m: usize,
     n: usize,
     k: usize,
-    dst: *mut f32,
+    (dst, (dst_rs, dst_cs)): (*mut f32, (usize, usize)),
     accumulate: bool,
     (lhs, (lhs_rs, lhs_cs)): (&[f32], (usize, usize)),
     (rhs, (rhs_rs, rhs_cs)): (&[f32], (usize, usize)),
@@ -417,8 +468,8 @@ unsafe fn product(
             n,
             k,
             dst,
-            1,
-            n as isize,
+            dst_cs as isize,
+            dst_rs as isize,
             accumulate,
             lhs.as_ptr(),
             lhs_cs as isize,
@@ -459,13 +510,14 @@ fn parallel(work: usize) -> Parallelism {
 }
 
 /// Runs `compute(buffers, inner, (t, part))` over the `t`-th chunk of `chunk` samples of `out`
-/// (`per_sample` values each), with two buffers reused across a task's chunks. With a chunk for
+/// (`per_sample` values each), with buffers reused across a task's chunks. With a chunk for
 /// every thread the chunks run in parallel and each product on one thread (`inner` is
 /// `Parallelism::None`); with fewer, one after the other and each product parallel over its
 /// `work` multiply-adds. Either way the result does not depend on the thread count.
-fn for_each_chunk<F>(out: &mut [f32], per_sample: usize, chunk: usize, work: usize, compute: F)
+fn for_each_chunk<B, F>(out: &mut [f32], per_sample: usize, chunk: usize, work: usize, compute: F)
 where
-    F: Fn(&mut (Vec<f32>, Vec<f32>), Parallelism, (usize, &mut [f32])) + Sync,
+    B: Default + Send,
+    F: Fn(&mut B, Parallelism, (usize, &mut [f32])) + Sync,
 {
     let task = (per_sample * chunk).max(1);
     if out.len().div_ceil(task) >= rayon::current_num_threads() {
@@ -524,14 +576,35 @@ pub(crate) fn conv2d_forward(
         ),
         None => None,
     };
+    let mut y = if geo.blocked() {
+        forward_blocks(&geo, xs, ws)
+    } else {
+        forward_im2col(&geo, xs, ws)
+    };
+    if let Some(b) = bs {
+        let p = geo.positions().max(1);
+        for y_n in y.chunks_mut((geo.out_channels * p).max(1)) {
+            for (row, &b) in y_n.chunks_mut(p).zip(b) {
+                row.iter_mut().for_each(|v| *v += b);
+            }
+        }
+    }
+    Some(FlexTensor::from_data(TensorData::new(
+        y,
+        [geo.batch, geo.out_channels, out[0], out[1]],
+    )))
+}
+
+/// [`conv2d_forward`]'s products over the im2col patch matrix, without the bias.
+fn forward_im2col(geo: &Geometry, xs: &[f32], ws: &[f32]) -> Vec<f32> {
     let (og, kg, p) = (geo.og(), geo.kg(), geo.positions());
     let per_x = geo.channels * geo.height * geo.width;
     let per_y = geo.out_channels * p;
     // The sample is its own patch matrix: every patch row is an input channel's plane.
     let direct = geo.kernel == [1, 1]
         && geo.stride == [1, 1]
-        && options.padding == [(0, 0), (0, 0)]
-        && out == [geo.height, geo.width];
+        && geo.pad == [0, 0]
+        && geo.out == [geo.height, geo.width];
     let chunk = geo.chunk();
     let table = geo.gather_table();
     let mut y = vec![0.0f32; geo.batch * per_y];
@@ -573,19 +646,9 @@ pub(crate) fn conv2d_forward(
                 }
             }
         }
-        if let Some(b) = bs {
-            for y_n in y_t.chunks_mut(per_y.max(1)) {
-                for (row, &b) in y_n.chunks_mut(p.max(1)).zip(b) {
-                    row.iter_mut().for_each(|v| *v += b);
-                }
-            }
-        }
     };
     for_each_chunk(&mut y, per_y, chunk, og * kg * p * chunk, compute);
-    Some(FlexTensor::from_data(TensorData::new(
-        y,
-        [geo.batch, geo.out_channels, out[0], out[1]],
-    )))
+    y
 }
 
 /// The weight gradient `[out, in/groups, k₁, k₂]` of a convolution of `x` whose output gradient
@@ -599,14 +662,21 @@ pub(crate) fn conv2d_weight_backward(
     let geo = Geometry::new(dims4(x)?, weight_dims, dims4(grad)?, options)?;
     let xs = x.as_slice::<f32>()?;
     let gs = grad.as_slice::<f32>()?;
+    let dw = if geo.batch == 0 {
+        vec![0.0; weight_dims.iter().product()]
+    } else if geo.weight_blocked() {
+        weight_backward_blocks(&geo, xs, gs)
+    } else {
+        weight_backward_im2col(&geo, xs, gs)
+    };
+    Some(FlexTensor::from_data(TensorData::new(dw, weight_dims)))
+}
+
+/// [`conv2d_weight_backward`]'s products over the im2col patch matrix, for a non-empty batch.
+fn weight_backward_im2col(geo: &Geometry, xs: &[f32], gs: &[f32]) -> Vec<f32> {
     let (og, kg, p) = (geo.og(), geo.kg(), geo.positions());
     let chunk = geo.chunk();
     let table = geo.gather_table();
-    if geo.batch == 0 {
-        return Some(FlexTensor::from_data(TensorData::zeros::<f32, _>(
-            weight_dims,
-        )));
-    }
     let (mut col, mut rows) = (Vec::new(), Vec::new());
     // `gemm` copies the operand it cannot stream into a packed layout, every product: the patch
     // matrix (kg rows) when it is the left factor, the gradient rows (og rows) when they are. With
@@ -660,7 +730,7 @@ pub(crate) fn conv2d_weight_backward(
             unsafe { dw.set_len(dw.len() + og * kg) };
         }
     }
-    Some(FlexTensor::from_data(TensorData::new(dw, weight_dims)))
+    dw
 }
 
 /// The input gradient `[batch, in, h, w]` of a convolution with kernel `v` (`W` for
@@ -674,6 +744,16 @@ pub(crate) fn conv2d_x_backward(
     let geo = Geometry::new(x_dims, dims4(v)?, dims4(grad)?, options)?;
     let vs = v.as_slice::<f32>()?;
     let gs = grad.as_slice::<f32>()?;
+    let dx = if geo.blocked() {
+        x_backward_blocks(&geo, vs, gs)
+    } else {
+        x_backward_im2col(&geo, vs, gs)
+    };
+    Some(FlexTensor::from_data(TensorData::new(dx, x_dims)))
+}
+
+/// [`conv2d_x_backward`]'s products over the im2col patch matrix.
+fn x_backward_im2col(geo: &Geometry, vs: &[f32], gs: &[f32]) -> Vec<f32> {
     let (og, kg, p) = (geo.og(), geo.kg(), geo.positions());
     let per_x = geo.channels * geo.height * geo.width;
     let chunk = geo.chunk();
@@ -696,5 +776,5 @@ pub(crate) fn conv2d_x_backward(
             }
         };
     for_each_chunk(&mut dx, per_x, chunk, og * kg * p * chunk, compute);
-    Some(FlexTensor::from_data(TensorData::new(dx, x_dims)))
+    dx
 }

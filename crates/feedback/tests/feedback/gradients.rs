@@ -589,8 +589,9 @@ fn conv2d_under_gradient_checkpointing_matches_straight_through() {
 /// smaller and larger than the thread count, samples one per product and several side by side
 /// (a full and a partial chunk of 8 at 4 × 4 positions), patch rows gathered through a table
 /// (outputs narrower than 16) and copied line by line (wider), weight gradients arranged both
-/// ways (fewer output channels per group than patch rows, and more: the 16 → 32 1 × 1 case); and
-/// the same bits with one thread as with two.
+/// ways (fewer output channels per group than patch rows, and more: the 16 → 32 1 × 1 case),
+/// small padded maps taken block by block over the taps that meet the input (2 × 2 and 1 × 1);
+/// and the same bits with one thread as with two.
 #[test]
 fn flex_conv2d_kernels_match_burn_on_many_shapes() {
     let _serial = serial();
@@ -608,7 +609,7 @@ fn flex_conv2d_kernels_match_burn_on_many_shapes() {
         [usize; 2],
         usize,
     );
-    let cases: [Case; 11] = [
+    let cases: [Case; 15] = [
         (1, 3, 4, [7, 6], [3, 3], [1, 1], [(1, 1), (1, 1)], [1, 1], 1),
         (3, 4, 6, [9, 8], [3, 2], [2, 1], [(1, 2), (0, 1)], [1, 2], 2),
         (5, 8, 8, [6, 6], [1, 1], [1, 1], [(0, 0), (0, 0)], [1, 1], 1),
@@ -680,6 +681,33 @@ fn flex_conv2d_kernels_match_burn_on_many_shapes() {
             [2, 1],
             1,
         ),
+        // Block by block (mostly padding): 2 × 2 maps in two chunks of samples, with groups; a
+        // 1 × 1 map (the weight gradient tap by tap too); stride 2 onto 1 × 1; dilated and
+        // asymmetric.
+        (
+            20,
+            8,
+            6,
+            [2, 2],
+            [3, 3],
+            [1, 1],
+            [(1, 1), (1, 1)],
+            [1, 1],
+            2,
+        ),
+        (
+            18,
+            6,
+            8,
+            [1, 1],
+            [3, 3],
+            [1, 1],
+            [(1, 1), (1, 1)],
+            [1, 1],
+            1,
+        ),
+        (3, 4, 4, [2, 2], [3, 3], [2, 2], [(1, 1), (1, 1)], [1, 1], 1),
+        (4, 3, 5, [2, 3], [3, 3], [1, 1], [(2, 1), (1, 2)], [2, 1], 1),
     ];
     for (case, &(batch, cin, cout, hw, k, stride, padding, dilation, groups)) in
         cases.iter().enumerate()
