@@ -333,7 +333,7 @@ impl LayerOp {
         }
     }
 
-    fn bias_backward<B: Backend>(
+    fn bias_backward<B: FeedbackBackend>(
         &self,
         x: FloatTensor<B>,
         bias: FloatTensor<B>,
@@ -342,7 +342,7 @@ impl LayerOp {
         match self {
             Self::Linear => B::linear_bias_backward(grad),
             Self::Conv1d(_) => B::conv1d_bias_backward(x, bias, grad),
-            Self::Conv2d(_) => B::conv2d_bias_backward(x, bias, grad),
+            Self::Conv2d(_) => B::feedback_conv2d_bias_backward(x, bias, grad),
             Self::ConvTranspose2d(_) => B::conv_transpose2d_bias_backward(x, bias, grad),
         }
     }
@@ -515,6 +515,17 @@ pub trait FeedbackBackend: Backend {
         options: ConvOptions<2>,
     ) -> FloatTensor<Self> {
         Self::conv2d_weight_backward(x, weight, output_grad, options)
+    }
+
+    /// The bias gradient of a 2-d convolution (the output gradient summed over all axes but
+    /// the channels): burn's, except on Flex, where burn's default copies the gradient with the
+    /// batch and channel axes swapped first.
+    fn feedback_conv2d_bias_backward(
+        x: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        Self::conv2d_bias_backward(x, bias, output_grad)
     }
 
     /// 2-d transposed convolution; `W` is `[channels_in, channels_out / groups, k₁, k₂]`.
@@ -721,6 +732,21 @@ impl FeedbackBackend for burn::backend::Flex {
                 weight,
                 output_grad,
                 options,
+            ),
+        }
+    }
+
+    fn feedback_conv2d_bias_backward(
+        x: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        match crate::flex_norm::channel_sums(&output_grad) {
+            Some(db) if db.shape() == bias.shape() => db,
+            _ => <Self as burn::backend::ops::ModuleOps<Self>>::conv2d_bias_backward(
+                x,
+                bias,
+                output_grad,
             ),
         }
     }

@@ -126,41 +126,55 @@ impl Geometry {
             .clamp(1, self.batch.max(1))
     }
 
-    /// For narrow outputs (fewer than [`LINE_MIN`] positions a line), the offset in a channel's
-    /// plane of the input value each kernel tap `(i, j)` reads at each output position
-    /// (`u32::MAX` in the padding), tap after tap; empty otherwise. Rows of a patch matrix are
-    /// then gathered through it: ResNet-18 at 32 × 32 has lines of 8 down to 1 value, where the
-    /// line-by-line copy spends its time on loop bounds instead of values.
-    fn gather_table(&self) -> Vec<u32> {
-        let plane = self.height * self.width;
-        if self.out[1] >= LINE_MIN || plane >= u32::MAX as usize {
-            return Vec::new();
-        }
-        let (kh, kw, p, ow_n) = (
-            self.kernel[0],
-            self.kernel[1],
-            self.positions(),
-            self.out[1],
-        );
-        let mut table = vec![u32::MAX; kh * kw * p];
-        for (t, row) in table.chunks_mut(p.max(1)).enumerate() {
-            let (oh_lo, oh_hi, ih0) = self.valid(0, t / kw);
-            let (ow_lo, ow_hi, iw0) = self.valid(1, t % kw);
-            for (k, oh) in (oh_lo..oh_hi).enumerate() {
-                let ih = (ih0 + (k * self.stride[0]) as isize) as usize;
-                for (m, ow) in (ow_lo..ow_hi).enumerate() {
-                    let iw = iw0 as usize + m * self.stride[1];
-                    row[oh * ow_n + ow] = (ih * self.width + iw) as u32;
-                }
+    /// The planes of [`pad_into`](Self::pad_into): the input with its padding (and room for
+    /// every tap's reach) as zeros around it, `(rows, columns)`.
+    fn padded_dims(&self) -> (usize, usize) {
+        let reach = |a: usize| {
+            (self.out[a].max(1) - 1) * self.stride[a] + (self.kernel[a] - 1) * self.dilation[a] + 1
+        };
+        (
+            (self.pad[0] + self.height).max(reach(0)),
+            (self.pad[1] + self.width).max(reach(1)),
+        )
+    }
+
+    /// Channels `group·cg..` of one sample `x` (`[channels, h, w]`) copied into zero-bordered
+    /// planes in `buf` ([`padded_dims`](Self::padded_dims)), where every tap of every output
+    /// position reads inside: narrow outputs (fewer than [`LINE_MIN`] positions a line; ResNet-18
+    /// at 32 × 32 has 8 down to 1, the small CNN 14) then copy their patch lines without a bound
+    /// to test, where clipping each line to the input cost more than the values.
+    fn pad_into(&self, x: &[f32], group: usize, buf: &mut Vec<f32>) {
+        let ((hp, wp), plane) = (self.padded_dims(), self.height * self.width);
+        let c0 = group * self.cg();
+        buf.clear();
+        buf.resize(self.cg() * hp * wp, 0.0);
+        for (c, padded) in buf.chunks_mut((hp * wp).max(1)).enumerate() {
+            let channel = &x[(c0 + c) * plane..][..plane];
+            for (r, line) in channel.chunks(self.width.max(1)).enumerate() {
+                padded[(self.pad[0] + r) * wp + self.pad[1]..][..self.width].copy_from_slice(line);
             }
         }
-        table
+    }
+
+    /// Adds the zero-bordered planes `buf` of [`pad_into`](Self::pad_into)'s layout, inside the
+    /// border, onto channels `group·cg..` of one sample's input gradient `dx`.
+    fn unpad_add(&self, buf: &[f32], group: usize, dx: &mut [f32]) {
+        let ((hp, wp), plane) = (self.padded_dims(), self.height * self.width);
+        let c0 = group * self.cg();
+        for (c, padded) in buf.chunks((hp * wp).max(1)).take(self.cg()).enumerate() {
+            let channel = &mut dx[(c0 + c) * plane..][..plane];
+            for (r, line) in channel.chunks_mut(self.width.max(1)).enumerate() {
+                let src = &padded[(self.pad[0] + r) * wp + self.pad[1]..][..self.width];
+                line.iter_mut().zip(src).for_each(|(d, v)| *d += v);
+            }
+        }
     }
 
     /// Patch columns of group `group` of one sample `x` (`[channels, h, w]`) into the `kg` rows
     /// of `col`, each `ld` long, at columns `offset..offset + positions`: row `(c, i, j)` holds,
     /// for every output position, the input value kernel entry `(i, j)` of channel `c` meets
-    /// there (0 in the padding). `table` is [`gather_table`](Self::gather_table)'s.
+    /// there (0 in the padding). Narrow outputs go through the zero-bordered planes of
+    /// [`pad_into`](Self::pad_into), in `padded`.
     #[allow(clippy::too_many_arguments)]
     fn im2col(
         &self,
@@ -169,23 +183,39 @@ impl Geometry {
         col: &mut [f32],
         ld: usize,
         offset: usize,
-        table: &[u32],
+        padded: &mut Vec<f32>,
     ) {
         let (kh, kw) = (self.kernel[0], self.kernel[1]);
         let (cg, plane, p) = (self.cg(), self.height * self.width, self.positions());
         let (ow_n, s1) = (self.out[1], self.stride[1]);
         let c0 = group * cg;
         let rows = &mut col[..self.kg() * ld];
-        if !table.is_empty() {
-            // One channel's kh·kw rows at a time, each gathered through its tap's offsets.
-            for (c, rows) in rows.chunks_mut(ld * kh * kw).enumerate() {
-                let channel = &x[(c0 + c) * plane..(c0 + c + 1) * plane];
-                for (row, taps) in rows.chunks_mut(ld).zip(table.chunks(p)) {
-                    for (v, &i) in row[offset..offset + p].iter_mut().zip(taps) {
-                        *v = channel.get(i as usize).copied().unwrap_or(0.0);
+        if ow_n < LINE_MIN {
+            self.pad_into(x, group, padded);
+            let (hp, wp) = self.padded_dims();
+            // Lines of a few values: vector moves of the CPU's width, not SSE and scalar tails.
+            crate::fused::with_best_simd(
+                #[inline(always)]
+                || {
+                    for (r, row) in rows.chunks_mut(ld).enumerate() {
+                        let (c, i, j) = (r / (kh * kw), r / kw % kh, r % kw);
+                        let src = &padded[c * hp * wp..][..hp * wp];
+                        let dst = &mut row[offset..offset + p];
+                        for (oh, line) in dst.chunks_mut(ow_n.max(1)).enumerate() {
+                            let base = (oh * self.stride[0] + i * self.dilation[0]) * wp
+                                + j * self.dilation[1];
+                            if s1 == 1 {
+                                let src = &src[base..base + ow_n];
+                                line.iter_mut().zip(src).for_each(|(d, v)| *d = *v);
+                            } else {
+                                for (m, d) in line.iter_mut().enumerate() {
+                                    *d = src[base + m * s1];
+                                }
+                            }
+                        }
                     }
-                }
-            }
+                },
+            );
             return;
         }
         let fill = |(r, row): (usize, &mut [f32])| {
@@ -229,8 +259,9 @@ impl Geometry {
 
     /// Adds the patch columns `offset..offset + positions` of the `kg` rows of `col` (each `ld`
     /// long) of group `group` back onto one sample's input gradient `dx` (`[channels, h, w]`),
-    /// each value onto the input position it was read from. `table` is
-    /// [`gather_table`](Self::gather_table)'s.
+    /// each value onto the input position it was read from. Narrow outputs add into zero-bordered
+    /// planes in `padded` first ([`pad_into`](Self::pad_into)'s layout), then their inside onto
+    /// `dx`: the same sums in the same order.
     #[allow(clippy::too_many_arguments)]
     fn col2im_add(
         &self,
@@ -239,23 +270,38 @@ impl Geometry {
         dx: &mut [f32],
         ld: usize,
         offset: usize,
-        table: &[u32],
+        padded: &mut Vec<f32>,
     ) {
         let (kh, kw) = (self.kernel[0], self.kernel[1]);
         let (cg, plane, p) = (self.cg(), self.height * self.width, self.positions());
         let (ow_n, s1) = (self.out[1], self.stride[1]);
         let c0 = group * cg;
-        if !table.is_empty() {
-            for (c, rows) in col[..self.kg() * ld].chunks(ld * kh * kw).enumerate() {
-                let channel = &mut dx[(c0 + c) * plane..(c0 + c + 1) * plane];
-                for (row, taps) in rows.chunks(ld).zip(table.chunks(p)) {
-                    for (&v, &i) in row[offset..offset + p].iter().zip(taps) {
-                        if let Some(d) = channel.get_mut(i as usize) {
-                            *d += v;
+        if ow_n < LINE_MIN {
+            let (hp, wp) = self.padded_dims();
+            padded.clear();
+            padded.resize(cg * hp * wp, 0.0);
+            crate::fused::with_best_simd(
+                #[inline(always)]
+                || {
+                    for (r, row) in col[..self.kg() * ld].chunks(ld).enumerate() {
+                        let (c, i, j) = (r / (kh * kw), r / kw % kh, r % kw);
+                        let dst = &mut padded[c * hp * wp..][..hp * wp];
+                        for (oh, line) in row[offset..offset + p].chunks(ow_n.max(1)).enumerate() {
+                            let base = (oh * self.stride[0] + i * self.dilation[0]) * wp
+                                + j * self.dilation[1];
+                            if s1 == 1 {
+                                let dst = &mut dst[base..base + ow_n];
+                                dst.iter_mut().zip(line).for_each(|(d, v)| *d += v);
+                            } else {
+                                for (m, v) in line.iter().enumerate() {
+                                    dst[base + m * s1] += v;
+                                }
+                            }
                         }
                     }
-                }
-            }
+                },
+            );
+            self.unpad_add(padded, group, dx);
             return;
         }
         for (r, row) in col[..self.kg() * ld].chunks(ld).enumerate() {
@@ -290,8 +336,7 @@ impl Geometry {
         n0: usize,
         count: usize,
         group: usize,
-        col: &mut Vec<f32>,
-        table: &[u32],
+        (col, padded): (&mut Vec<f32>, &mut Vec<f32>),
     ) {
         let (p, per_x) = (self.positions(), self.channels * self.height * self.width);
         let cols = count * p;
@@ -300,7 +345,7 @@ impl Geometry {
             .chunks(per_x.max(1))
             .enumerate()
         {
-            self.im2col(x_n, group, col, cols, i * p, table);
+            self.im2col(x_n, group, col, cols, i * p, padded);
         }
     }
 
@@ -487,8 +532,8 @@ unsafe fn product(
     }
 }
 
-/// Output positions a line must have for patch rows to be copied line by line; narrower ones
-/// are gathered through a table ([`Geometry::gather_table`]).
+/// Output positions a line must have for patch rows to be copied line by line from the input,
+/// clipped to it; narrower ones are copied from zero-bordered planes ([`Geometry::pad_into`]).
 const LINE_MIN: usize = 16;
 
 /// Most output channels per group for which the weight gradient packs the gradient rows instead
@@ -606,10 +651,11 @@ fn forward_im2col(geo: &Geometry, xs: &[f32], ws: &[f32]) -> Vec<f32> {
         && geo.pad == [0, 0]
         && geo.out == [geo.height, geo.width];
     let chunk = geo.chunk();
-    let table = geo.gather_table();
     let mut y = vec![0.0f32; geo.batch * per_y];
-    // A patch buffer and a product buffer per task, reused across its chunks.
-    let compute = |(col, prod): &mut (Vec<f32>, Vec<f32>), inner, (t, y_t): (usize, &mut [f32])| {
+    // A patch buffer, a product buffer and a padded-input buffer per task, reused across its
+    // chunks.
+    type Buffers = (Vec<f32>, Vec<f32>, Vec<f32>);
+    let compute = |(col, prod, padded): &mut Buffers, inner, (t, y_t): (usize, &mut [f32])| {
         let (n0, count) = (t * chunk, y_t.len() / per_y.max(1));
         let cols = count * p;
         for group in 0..geo.groups {
@@ -617,7 +663,7 @@ fn forward_im2col(geo: &Geometry, xs: &[f32], ws: &[f32]) -> Vec<f32> {
             let patches: &[f32] = if direct && count == 1 {
                 &xs[n0 * per_x + group * kg * p..][..kg * p]
             } else {
-                geo.patches(xs, n0, count, group, col, &table);
+                geo.patches(xs, n0, count, group, (col, padded));
                 col
             };
             if count == 1 {
@@ -676,8 +722,7 @@ pub(crate) fn conv2d_weight_backward(
 fn weight_backward_im2col(geo: &Geometry, xs: &[f32], gs: &[f32]) -> Vec<f32> {
     let (og, kg, p) = (geo.og(), geo.kg(), geo.positions());
     let chunk = geo.chunk();
-    let table = geo.gather_table();
-    let (mut col, mut rows) = (Vec::new(), Vec::new());
+    let (mut col, mut rows, mut padded) = (Vec::new(), Vec::new(), Vec::new());
     // `gemm` copies the operand it cannot stream into a packed layout, every product: the patch
     // matrix (kg rows) when it is the left factor, the gradient rows (og rows) when they are. With
     // few output channels the product is arranged to pack the gradient rows (64 rows instead of
@@ -693,7 +738,7 @@ fn weight_backward_im2col(geo: &Geometry, xs: &[f32], gs: &[f32]) -> Vec<f32> {
         for (t, n0) in (0..geo.batch).step_by(chunk).enumerate() {
             let count = chunk.min(geo.batch - n0);
             let cols = count * p;
-            geo.patches(xs, n0, count, group, &mut col, &table);
+            geo.patches(xs, n0, count, group, (&mut col, &mut padded));
             let g = geo.grad_rows(gs, n0, count, group, &mut rows);
             let threads = parallel(og * kg * cols);
             let dst = if transposed {
@@ -757,24 +802,24 @@ fn x_backward_im2col(geo: &Geometry, vs: &[f32], gs: &[f32]) -> Vec<f32> {
     let (og, kg, p) = (geo.og(), geo.kg(), geo.positions());
     let per_x = geo.channels * geo.height * geo.width;
     let chunk = geo.chunk();
-    let table = geo.gather_table();
     let mut dx = vec![0.0f32; geo.batch * per_x];
-    // A patch buffer and a gradient buffer per task, reused: the product overwrites the first.
-    let compute =
-        |(col, rows): &mut (Vec<f32>, Vec<f32>), inner, (t, dx_t): (usize, &mut [f32])| {
-            let (n0, count) = (t * chunk, dx_t.len() / per_x.max(1));
-            let cols = count * p;
-            col.resize(kg * cols, 0.0);
-            for group in 0..geo.groups {
-                let g = geo.grad_rows(gs, n0, count, group, rows);
-                // col (kg × cols) = V_gᵀ (kg × og) · G_g (og × cols).
-                let v_g = &vs[group * og * kg..(group + 1) * og * kg];
-                matmul(kg, cols, og, col, false, v_g, (1, kg), g, (cols, 1), inner);
-                for (i, dx_n) in dx_t.chunks_mut(per_x.max(1)).enumerate() {
-                    geo.col2im_add(col, group, dx_n, cols, i * p, &table);
-                }
+    // A patch buffer, a gradient buffer and a padded-gradient buffer per task, reused: the
+    // product overwrites the first.
+    type Buffers = (Vec<f32>, Vec<f32>, Vec<f32>);
+    let compute = |(col, rows, padded): &mut Buffers, inner, (t, dx_t): (usize, &mut [f32])| {
+        let (n0, count) = (t * chunk, dx_t.len() / per_x.max(1));
+        let cols = count * p;
+        col.resize(kg * cols, 0.0);
+        for group in 0..geo.groups {
+            let g = geo.grad_rows(gs, n0, count, group, rows);
+            // col (kg × cols) = V_gᵀ (kg × og) · G_g (og × cols).
+            let v_g = &vs[group * og * kg..(group + 1) * og * kg];
+            matmul(kg, cols, og, col, false, v_g, (1, kg), g, (cols, 1), inner);
+            for (i, dx_n) in dx_t.chunks_mut(per_x.max(1)).enumerate() {
+                geo.col2im_add(col, group, dx_n, cols, i * p, padded);
             }
-        };
+        }
+    };
     for_each_chunk(&mut dx, per_x, chunk, og * kg * p * chunk, compute);
     dx
 }

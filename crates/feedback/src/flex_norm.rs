@@ -188,10 +188,7 @@ pub(crate) fn batch_norm_train_backward(
         .iter()
         .map(|&v| (1.0 / (v as f64 + epsilon).sqrt()) as f32)
         .collect();
-    let sum_grad = per_channel(&xl, |n, c| {
-        let g = gl.row(n, c);
-        lane_sum(g.len(), |i| g[i])
-    });
+    let sum_grad = sums(&gl);
     // Σ dy·(x − mean); times 1/σ it is γ's gradient.
     let sum_grad_centred = per_channel(&xl, |n, c| {
         let (g, row, m) = (gl.row(n, c), xl.row(n, c), mean[c]);
@@ -222,6 +219,24 @@ pub(crate) fn batch_norm_train_backward(
         .collect();
     let beta_grad: Vec<f32> = sum_grad.iter().map(|&s| s as f32).collect();
     Some((dx, vector(gamma_grad), vector(beta_grad)))
+}
+
+/// Per channel, the sum of its values over the samples and the inner positions.
+fn sums(layout: &Layout) -> Vec<f64> {
+    per_channel(layout, |n, c| {
+        let row = layout.row(n, c);
+        lane_sum(row.len(), |i| row[i])
+    })
+}
+
+/// `[channels]`: the values of `t` (`[samples, channels, …]`) summed over every axis but the
+/// channels (a convolution's bias gradient). burn's default swaps the batch and channel axes
+/// first, a copy of the whole gradient; here each channel's rows are summed where they lie.
+pub(crate) fn channel_sums(t: &FlexTensor) -> Option<FlexTensor> {
+    let layout = Layout::of(t)?;
+    let sums: Vec<f32> = sums(&layout).into_iter().map(|v| v as f32).collect();
+    let channels = sums.len();
+    Some(FlexTensor::from_data(TensorData::new(sums, [channels])))
 }
 
 /// `y = x·scale[c] + shift[c]` along axis 1 (`shift` 0 when absent).
