@@ -58,6 +58,9 @@ fn run<M: Backbone>(
     shape: [usize; 4],
     device: &Device,
 ) {
+    // As in the evaluations (`robust_accuracy`, the studies): the weights are fixed, so each
+    // layer's feedback tensor is formed once and reused by every call.
+    let _frozen = signsym_feedback::FrozenWeightsGuard::enter();
     let x = Tensor::<4>::random(shape, Distribution::Uniform(0.0, 1.0), device);
     let pgd = PgdConfig::paper().init().expect("pgd");
     let fgsm = Fgsm::default();

@@ -531,6 +531,9 @@ fn attack_shard(
         ProgressBar::hidden()
     };
     let mut parts = Vec::with_capacity(evaluation.entries.len());
+    // The weights are fixed for the whole shard: each layer's feedback tensor is formed once,
+    // at its first backward, and serves every attack step after it.
+    let _frozen = signsym_feedback::FrozenWeightsGuard::enter();
     for entry in &evaluation.entries {
         let m = entry.covers(n);
         let batches: Vec<Range<usize>> = shard.batches(m, unit).collect();

@@ -308,6 +308,9 @@ impl AutoAttack {
         if n == 0 {
             return Err(invalid("images", 0, "needs at least one sample"));
         }
+        // The weights are fixed for the whole evaluation: each layer's feedback tensor is formed
+        // once.
+        let _frozen = signsym_feedback::FrozenWeightsGuard::enter();
         let classes = model.outputs();
         check_labels(labels, n, classes)?;
         self.config.input_box.check("images", images)?;

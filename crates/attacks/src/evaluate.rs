@@ -1,6 +1,7 @@
 //! Robust accuracy and robust mAP over a list of budgets ε, as foolbox's `epsilons=[…]`.
 
 use burn::tensor::Tensor;
+use signsym_feedback::{FrozenWeightsGuard, frozen_weights};
 use signsym_metrics::{LabelSets, MapConfig, PackedCodes, RobustMetric, RobustnessCurve, map_at_k};
 
 use crate::bounds::check_batch;
@@ -69,19 +70,22 @@ pub(crate) fn robust_per_sample_ticking(
     check_count("batch size", batch_size)?;
     let n = images.dims()[0];
     check_batch("labels", n, labels.len())?;
-    epsilons
-        .iter()
-        .map(|&epsilon| {
-            let mut robust = Vec::with_capacity(n);
-            for range in chunks(n, batch_size) {
-                let batch = images.clone().slice(range.clone());
-                let out = attack.run(model, &batch, &labels[range], epsilon, source)?;
-                robust.extend(out.success.iter().map(|s| !s));
-                tick();
-            }
-            Ok(robust)
-        })
-        .collect()
+    // The weights are fixed for the whole evaluation: each layer's feedback tensor is formed once.
+    frozen_weights(|| {
+        epsilons
+            .iter()
+            .map(|&epsilon| {
+                let mut robust = Vec::with_capacity(n);
+                for range in chunks(n, batch_size) {
+                    let batch = images.clone().slice(range.clone());
+                    let out = attack.run(model, &batch, &labels[range], epsilon, source)?;
+                    robust.extend(out.success.iter().map(|s| !s));
+                    tick();
+                }
+                Ok(robust)
+            })
+            .collect()
+    })
 }
 
 /// A robust-accuracy curve from per-sample outcomes (Wilson intervals at `confidence`).
@@ -229,6 +233,8 @@ pub fn robust_ap_per_query(
     check_batch("query labels", n, query_labels.len())?;
     let bits = database.bits();
     let mut per_query = Vec::with_capacity(epsilons.len());
+    // The weights are fixed for the whole evaluation: each layer's feedback tensor is formed once.
+    let _frozen = FrozenWeightsGuard::enter();
     for &epsilon in epsilons {
         let mut codes = Vec::with_capacity(n * bits);
         for range in chunks(n, batch_size) {

@@ -153,6 +153,8 @@ impl AdversarialTerm {
         let norm = self.attack.norm();
         let step = self.trades_step.at(self.epsilon) as f32;
         let source = self.gradient_source();
+        // Fixed weights while crafting (the scope ends before the optimizer step).
+        let _frozen = signsym_feedback::FrozenWeightsGuard::enter();
         for t in 0..self.trades_steps {
             let p = p_clean.clone();
             let loss = move |m: &dyn crate::model::AttackModel, x: Tensor<4>| {
@@ -188,10 +190,12 @@ impl<M: Backbone> Term<M, Tensor<1, Int>> for AdversarialTerm {
         let seed = step.seed_for("adversarial");
         match self.form {
             AdversarialForm::Madry => {
-                let out = self
-                    .attack
-                    .run(&model, &x, &labels, self.epsilon, &self.gradient_source())
-                    .map_err(to_model)?;
+                // Fixed weights while crafting (the scope ends before the optimizer step).
+                let out = signsym_feedback::frozen_weights(|| {
+                    self.attack
+                        .run(&model, &x, &labels, self.epsilon, &self.gradient_source())
+                })
+                .map_err(to_model)?;
                 let logits = step.network.forward(out.adversarial.detach());
                 step.shared.insert(ADVERSARIAL_LOGITS, logits.clone());
                 let ce = cross_entropy_sum(logits, &labels).div_scalar(batch as f32);

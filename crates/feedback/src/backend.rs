@@ -675,11 +675,13 @@ impl FeedbackBackend for burn::backend::Flex {
         aux: MaybeTensor<Self>,
         kernel: FeedbackKernel,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        let aux = aux.into_option();
-        match crate::fused::feedback_matrix_parts(&kernel, &weight, aux.as_ref()) {
-            Some(parts) => parts,
-            None => kernel.form_parts::<Self>(weight, aux),
-        }
+        // Inside `frozen_weights` (attacks), formed once per layer and reused.
+        crate::frozen::flex::reuse(kernel, weight, aux.into_option(), |weight, aux| {
+            match crate::fused::feedback_matrix_parts(&kernel, &weight, aux.as_ref()) {
+                Some(parts) => parts,
+                None => kernel.form_parts::<Self>(weight, aux),
+            }
+        })
     }
 
     fn feedback_conv2d(

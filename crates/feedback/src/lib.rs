@@ -12,6 +12,7 @@ mod flex_conv;
 mod flex_norm;
 #[cfg(feature = "flex")]
 mod flex_pool;
+mod frozen;
 #[cfg(feature = "flex")]
 mod fused;
 pub mod layers;
@@ -28,6 +29,7 @@ pub use diagnostics::{
     GradientAlignment, exact_input_gradient, input_gradient, input_gradient_alignment,
 };
 pub use error::FeedbackError;
+pub use frozen::{FrozenWeightsGuard, frozen_weights, frozen_weights_active};
 pub use rule::{
     FeedbackConfig, FeedbackDistribution, FeedbackRule, FeedbackScale, layer_seed, splitmix64,
 };

@@ -4,6 +4,7 @@ mod batch_norm;
 mod common;
 mod errors;
 mod feedback_matrix;
+mod frozen;
 mod gradients;
 mod pooling;
 mod scale;
