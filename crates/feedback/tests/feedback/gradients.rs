@@ -587,8 +587,8 @@ fn conv2d_under_gradient_checkpointing_matches_straight_through() {
 /// The extension's Flex kernels for a convolution's input and weight gradients against burn's
 /// generic ones, over strides, asymmetric padding, dilation, groups, 1×1 kernels and batches
 /// smaller and larger than the thread count, samples one per product and several side by side
-/// (a full and a partial chunk of 8 at 4 × 4 positions), patch rows gathered through a table
-/// (outputs narrower than 16) and copied line by line (wider), weight gradients arranged both
+/// (a full and a partial chunk of 8 at 4 × 4 positions), patch rows copied from zero-bordered
+/// planes (outputs narrower than 16) and line by line (wider), weight gradients arranged both
 /// ways (fewer output channels per group than patch rows, and more: the 16 → 32 1 × 1 case),
 /// small padded maps taken block by block over the taps that meet the input (2 × 2 and 1 × 1);
 /// and the same bits with one thread as with two.
