@@ -15,6 +15,8 @@
 
 use std::cell::Cell;
 
+use crate::scope;
+
 thread_local! {
     static FROZEN_DEPTH: Cell<usize> = const { Cell::new(0) };
 }
@@ -40,7 +42,7 @@ pub fn frozen_weights<R>(f: impl FnOnce() -> R) -> R {
 
 /// Whether a [`frozen_weights`] scope is active on this thread.
 pub fn frozen_weights_active() -> bool {
-    FROZEN_DEPTH.with(|d| d.get() > 0)
+    scope::active(&FROZEN_DEPTH)
 }
 
 /// A guard form of [`frozen_weights`]: until it is dropped (also on panic). Scopes nest; the
@@ -54,7 +56,7 @@ pub struct FrozenWeightsGuard {
 impl FrozenWeightsGuard {
     /// Enters the scope.
     pub fn enter() -> Self {
-        FROZEN_DEPTH.with(|d| d.set(d.get() + 1));
+        scope::enter(&FROZEN_DEPTH);
         Self {
             _not_send: core::marker::PhantomData,
         }
@@ -63,11 +65,7 @@ impl FrozenWeightsGuard {
 
 impl Drop for FrozenWeightsGuard {
     fn drop(&mut self) {
-        let depth = FROZEN_DEPTH.with(|d| {
-            d.set(d.get() - 1);
-            d.get()
-        });
-        if depth == 0 {
+        if scope::leave(&FROZEN_DEPTH) == 0 {
             #[cfg(feature = "flex")]
             flex::clear();
         }

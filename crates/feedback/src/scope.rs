@@ -1,9 +1,31 @@
 //! A scoped switch to exact backpropagation, whatever rule the layers were given.
 
 use std::cell::Cell;
+use std::thread::LocalKey;
 
 thread_local! {
     static EXACT_DEPTH: Cell<usize> = const { Cell::new(0) };
+}
+
+/// A thread's nesting depth of one kind of scope (this one, [`frozen_weights`](crate::frozen_weights)).
+pub(crate) type Depth = LocalKey<Cell<usize>>;
+
+/// Enters a scope of kind `depth` on this thread.
+pub(crate) fn enter(depth: &'static Depth) {
+    depth.with(|d| d.set(d.get() + 1));
+}
+
+/// Leaves a scope of kind `depth`; the depth left (0: the outermost scope ended).
+pub(crate) fn leave(depth: &'static Depth) -> usize {
+    depth.with(|d| {
+        d.set(d.get() - 1);
+        d.get()
+    })
+}
+
+/// Whether a scope of kind `depth` is active on this thread.
+pub(crate) fn active(depth: &'static Depth) -> bool {
+    depth.with(|d| d.get() > 0)
 }
 
 /// Runs `f` with every feedback layer behaving as [`FeedbackRule::Bp`](crate::FeedbackRule::Bp)
@@ -28,7 +50,7 @@ pub fn exact_gradients<R>(f: impl FnOnce() -> R) -> R {
 
 /// Whether an [`exact_gradients`] scope is active on this thread.
 pub fn exact_gradients_active() -> bool {
-    EXACT_DEPTH.with(|d| d.get() > 0)
+    active(&EXACT_DEPTH)
 }
 
 /// A guard form of [`exact_gradients`]: exact backpropagation until it is dropped (also on
@@ -42,7 +64,7 @@ pub struct ExactGradientsGuard {
 impl ExactGradientsGuard {
     /// Enters the scope.
     pub fn enter() -> Self {
-        EXACT_DEPTH.with(|d| d.set(d.get() + 1));
+        enter(&EXACT_DEPTH);
         Self {
             _not_send: core::marker::PhantomData,
         }
@@ -51,7 +73,7 @@ impl ExactGradientsGuard {
 
 impl Drop for ExactGradientsGuard {
     fn drop(&mut self) {
-        EXACT_DEPTH.with(|d| d.set(d.get() - 1));
+        leave(&EXACT_DEPTH);
     }
 }
 
