@@ -170,6 +170,27 @@ impl Geometry {
         }
     }
 
+    /// Where line `oh` of patch row `r = (c, i, j)` starts in the zero-bordered planes of
+    /// [`pad_into`](Self::pad_into) (`padded_dims` `(hp, wp)`).
+    #[inline(always)]
+    fn padded_start(&self, r: usize, oh: usize, (hp, wp): (usize, usize)) -> usize {
+        let (kh, kw) = (self.kernel[0], self.kernel[1]);
+        let (c, i, j) = (r / (kh * kw), r / kw % kh, r % kw);
+        c * hp * wp + (oh * self.stride[0] + i * self.dilation[0]) * wp + j * self.dilation[1]
+    }
+
+    /// Adds `bias` (one value per output channel) to the outputs `y` of whole samples, inside
+    /// the task that wrote them.
+    fn add_bias(&self, y: &mut [f32], bias: Option<&[f32]>) {
+        let Some(bias) = bias else { return };
+        let p = self.positions().max(1);
+        for y_n in y.chunks_mut((self.out_channels * p).max(1)) {
+            for (row, &b) in y_n.chunks_mut(p).zip(bias) {
+                row.iter_mut().for_each(|v| *v += b);
+            }
+        }
+    }
+
     /// Patch columns of group `group` of one sample `x` (`[channels, h, w]`) into the `kg` rows
     /// of `col`, each `ld` long, at columns `offset..offset + positions`: row `(c, i, j)` holds,
     /// for every output position, the input value kernel entry `(i, j)` of channel `c` meets
@@ -192,24 +213,21 @@ impl Geometry {
         let rows = &mut col[..self.kg() * ld];
         if ow_n < LINE_MIN {
             self.pad_into(x, group, padded);
-            let (hp, wp) = self.padded_dims();
+            let dims = self.padded_dims();
             // Lines of a few values: vector moves of the CPU's width, not SSE and scalar tails.
             crate::fused::with_best_simd(
                 #[inline(always)]
                 || {
                     for (r, row) in rows.chunks_mut(ld).enumerate() {
-                        let (c, i, j) = (r / (kh * kw), r / kw % kh, r % kw);
-                        let src = &padded[c * hp * wp..][..hp * wp];
                         let dst = &mut row[offset..offset + p];
                         for (oh, line) in dst.chunks_mut(ow_n.max(1)).enumerate() {
-                            let base = (oh * self.stride[0] + i * self.dilation[0]) * wp
-                                + j * self.dilation[1];
+                            let base = self.padded_start(r, oh, dims);
                             if s1 == 1 {
-                                let src = &src[base..base + ow_n];
+                                let src = &padded[base..base + ow_n];
                                 line.iter_mut().zip(src).for_each(|(d, v)| *d = *v);
                             } else {
                                 for (m, d) in line.iter_mut().enumerate() {
-                                    *d = src[base + m * s1];
+                                    *d = padded[base + m * s1];
                                 }
                             }
                         }
@@ -277,24 +295,21 @@ impl Geometry {
         let (ow_n, s1) = (self.out[1], self.stride[1]);
         let c0 = group * cg;
         if ow_n < LINE_MIN {
-            let (hp, wp) = self.padded_dims();
+            let dims = self.padded_dims();
             padded.clear();
-            padded.resize(cg * hp * wp, 0.0);
+            padded.resize(cg * dims.0 * dims.1, 0.0);
             crate::fused::with_best_simd(
                 #[inline(always)]
                 || {
                     for (r, row) in col[..self.kg() * ld].chunks(ld).enumerate() {
-                        let (c, i, j) = (r / (kh * kw), r / kw % kh, r % kw);
-                        let dst = &mut padded[c * hp * wp..][..hp * wp];
                         for (oh, line) in row[offset..offset + p].chunks(ow_n.max(1)).enumerate() {
-                            let base = (oh * self.stride[0] + i * self.dilation[0]) * wp
-                                + j * self.dilation[1];
+                            let base = self.padded_start(r, oh, dims);
                             if s1 == 1 {
-                                let dst = &mut dst[base..base + ow_n];
+                                let dst = &mut padded[base..base + ow_n];
                                 dst.iter_mut().zip(line).for_each(|(d, v)| *d += v);
                             } else {
                                 for (m, v) in line.iter().enumerate() {
-                                    dst[base + m * s1] += v;
+                                    padded[base + m * s1] += v;
                                 }
                             }
                         }
@@ -621,27 +636,19 @@ pub(crate) fn conv2d_forward(
         ),
         None => None,
     };
-    let mut y = if geo.blocked() {
-        forward_blocks(&geo, xs, ws)
+    let y = if geo.blocked() {
+        forward_blocks(&geo, xs, ws, bs)
     } else {
-        forward_im2col(&geo, xs, ws)
+        forward_im2col(&geo, xs, ws, bs)
     };
-    if let Some(b) = bs {
-        let p = geo.positions().max(1);
-        for y_n in y.chunks_mut((geo.out_channels * p).max(1)) {
-            for (row, &b) in y_n.chunks_mut(p).zip(b) {
-                row.iter_mut().for_each(|v| *v += b);
-            }
-        }
-    }
     Some(FlexTensor::from_data(TensorData::new(
         y,
         [geo.batch, geo.out_channels, out[0], out[1]],
     )))
 }
 
-/// [`conv2d_forward`]'s products over the im2col patch matrix, without the bias.
-fn forward_im2col(geo: &Geometry, xs: &[f32], ws: &[f32]) -> Vec<f32> {
+/// [`conv2d_forward`]'s products over the im2col patch matrix, plus `bias` per output channel.
+fn forward_im2col(geo: &Geometry, xs: &[f32], ws: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
     let (og, kg, p) = (geo.og(), geo.kg(), geo.positions());
     let per_x = geo.channels * geo.height * geo.width;
     let per_y = geo.out_channels * p;
@@ -692,6 +699,7 @@ fn forward_im2col(geo: &Geometry, xs: &[f32], ws: &[f32]) -> Vec<f32> {
                 }
             }
         }
+        geo.add_bias(y_t, bias);
     };
     for_each_chunk(&mut y, per_y, chunk, og * kg * p * chunk, compute);
     y

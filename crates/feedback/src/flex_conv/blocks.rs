@@ -7,8 +7,8 @@
 //! 1 × 1 map, so ResNet-18 at 32 × 32 spends about 40 % of its convolution work on zeros.
 //!
 //! Output positions that meet the same taps form rectangles ([`Block`]: the corners, edges and
-//! interior of a map). Each block is one product over its own taps only: its weight columns
-//! gathered into a small matrix, its patch rows holding input values only (no padding to test or
+//! interior of a map). Each block is one product per tap it meets, the tap's weight columns read
+//! in place as a strided matrix, its patch rows holding input values only (no padding to test or
 //! zero), its result written to (forward) or added from (backward) its positions.
 
 use core::ops::Range;
@@ -270,11 +270,16 @@ impl Geometry {
     }
 }
 
-/// The forward without bias, block by block: `Y[:, b] = Σ_taps W_t · patches_{b,t}` for each
-/// block `b`, one product per tap read straight from the weights (tap `t`'s `og × cg` columns are
-/// a strided matrix of them), summed by `gemm`; chunks of [`BLOCK_SAMPLES`] samples in parallel
-/// ([`for_each_chunk`]).
-pub(super) fn forward_blocks(geo: &Geometry, xs: &[f32], ws: &[f32]) -> Vec<f32> {
+/// The forward block by block: `Y[:, b] = Σ_taps W_t · patches_{b,t}` for each block `b`, one
+/// product per tap read straight from the weights (tap `t`'s `og × cg` columns are a strided
+/// matrix of them), summed by `gemm`, plus `bias`; chunks of [`BLOCK_SAMPLES`] samples in
+/// parallel ([`for_each_chunk`]).
+pub(super) fn forward_blocks(
+    geo: &Geometry,
+    xs: &[f32],
+    ws: &[f32],
+    bias: Option<&[f32]>,
+) -> Vec<f32> {
     let (og, cg, kg) = (geo.og(), geo.cg(), geo.kg());
     let (kw, taps) = (geo.kernel[1], geo.kernel[0] * geo.kernel[1]);
     let per_y = geo.out_channels * geo.positions();
@@ -300,6 +305,7 @@ pub(super) fn forward_blocks(geo: &Geometry, xs: &[f32], ws: &[f32]) -> Vec<f32>
                 geo.block_scatter(prod, group, b, y_t);
             }
         }
+        geo.add_bias(y_t, bias);
     };
     for_each_chunk(&mut y, per_y, chunk, work, compute);
     y
@@ -527,7 +533,12 @@ mod tests {
             let x = values(batch * cg * groups * h * w, seed);
             let wt = values(og * groups * geo.kg(), seed + 1);
             let g = values(batch * og * groups * geo.positions(), seed + 2);
-            assert_close("forward", &forward_blocks(&geo, &x, &wt), &forward_im2col(&geo, &x, &wt));
+            let b = values(og * groups, seed + 3);
+            assert_close(
+                "forward",
+                &forward_blocks(&geo, &x, &wt, Some(&b)),
+                &forward_im2col(&geo, &x, &wt, Some(&b)),
+            );
             assert_close("dx", &x_backward_blocks(&geo, &wt, &g), &x_backward_im2col(&geo, &wt, &g));
             assert_close(
                 "dW",
