@@ -9,15 +9,16 @@
 //! - the forward `Y_g = W_g · R_g`, one chunk of samples per task ([`conv2d_forward`]);
 //! - `dW_g = Σ G_g · R_gᵀ`, with `G` the output gradient as `[channels_out, positions]` (a
 //!   sample's own layout) and `R` the `[channels_in·k₁·k₂, positions]` patch columns of its
-//!   input; the chunks are summed in order, each product parallel inside, so the result does
-//!   not depend on the thread count;
+//!   input; the chunks are summed in order within consecutive parts of the batch formed in
+//!   parallel, the parts' sums then added in order (one part, its products parallel inside, for
+//!   the widest layers), so the result does not depend on the thread count;
 //! - `dx = col2im(V_gᵀ · G_g)`, one chunk of samples per task (samples are independent), the
 //!   columns scattered back onto the input positions they were read from.
 //!
 //! A chunk is one sample where a sample has enough output positions to make a matrix product,
 //! and several side by side where it has few ([`Geometry::chunk`]). On small maps where much of
 //! the patch matrix would be padding, the products go block by block over the taps that meet the
-//! input ([`blocks`]).
+//! input ([`blocks`]). Patch lines narrower than a vector move as masked vectors ([`lines`]).
 //!
 //! Groups, strides, dilation and asymmetric padding are supported; anything else (another
 //! dtype, a non-contiguous tensor) returns `None` and the caller falls back to burn's kernels.
@@ -31,6 +32,7 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 mod blocks;
+mod lines;
 
 use blocks::{forward_blocks, weight_backward_blocks, x_backward_blocks};
 
@@ -126,6 +128,15 @@ impl Geometry {
             .clamp(1, self.batch.max(1))
     }
 
+    /// Parts of the batch's `chunks` whose weight gradients [`weight_backward_im2col`] forms
+    /// apart and sums: up to [`WEIGHT_PARTS`], as long as each part's partial gradient fits
+    /// [`PARTIAL_BUDGET`] together (ResNet-18's widest layers keep one part and parallel
+    /// products: their partial sums would cost more than their products gain).
+    fn weight_parts(&self, chunks: usize) -> usize {
+        let size = (self.out_channels * self.kg()).max(1);
+        chunks.min(WEIGHT_PARTS).min(PARTIAL_BUDGET / size).max(1)
+    }
+
     /// The planes of [`pad_into`](Self::pad_into): the input with its padding (and room for
     /// every tap's reach) as zeros around it, `(rows, columns)`.
     fn padded_dims(&self) -> (usize, usize) {
@@ -170,13 +181,20 @@ impl Geometry {
         }
     }
 
-    /// Where line `oh` of patch row `r = (c, i, j)` starts in the zero-bordered planes of
-    /// [`pad_into`](Self::pad_into) (`padded_dims` `(hp, wp)`).
-    #[inline(always)]
-    fn padded_start(&self, r: usize, oh: usize, (hp, wp): (usize, usize)) -> usize {
+    /// Where line 0 of each patch row `r = (c, i, j)` starts in the zero-bordered planes of
+    /// [`pad_into`](Self::pad_into) (`padded_dims` `(hp, wp)`); line `oh` starts
+    /// `oh·stride₀·wp` further.
+    fn line_starts(&self, (hp, wp): (usize, usize)) -> Vec<usize> {
         let (kh, kw) = (self.kernel[0], self.kernel[1]);
-        let (c, i, j) = (r / (kh * kw), r / kw % kh, r % kw);
-        c * hp * wp + (oh * self.stride[0] + i * self.dilation[0]) * wp + j * self.dilation[1]
+        let mut starts = Vec::with_capacity(self.kg());
+        for c in 0..self.cg() {
+            for i in 0..kh {
+                for j in 0..kw {
+                    starts.push(c * hp * wp + i * self.dilation[0] * wp + j * self.dilation[1]);
+                }
+            }
+        }
+        starts
     }
 
     /// Adds `bias` (one value per output channel) to the outputs `y` of whole samples, inside
@@ -214,26 +232,27 @@ impl Geometry {
         if ow_n < LINE_MIN {
             self.pad_into(x, group, padded);
             let dims = self.padded_dims();
-            // Lines of a few values: vector moves of the CPU's width, not SSE and scalar tails.
-            crate::fused::with_best_simd(
-                #[inline(always)]
-                || {
-                    for (r, row) in rows.chunks_mut(ld).enumerate() {
-                        let dst = &mut row[offset..offset + p];
-                        for (oh, line) in dst.chunks_mut(ow_n.max(1)).enumerate() {
-                            let base = self.padded_start(r, oh, dims);
-                            if s1 == 1 {
-                                let src = &padded[base..base + ow_n];
-                                line.iter_mut().zip(src).for_each(|(d, v)| *d = *v);
-                            } else {
-                                for (m, d) in line.iter_mut().enumerate() {
-                                    *d = padded[base + m * s1];
-                                }
-                            }
-                        }
+            let starts = self.line_starts(dims);
+            let pitch = self.stride[0] * dims.1;
+            if s1 == 1 {
+                let lines = lines::Lines {
+                    starts: &starts,
+                    count: self.out[0],
+                    pitch,
+                    width: ow_n,
+                };
+                lines::gather(rows, ld, offset, padded, &lines);
+                return;
+            }
+            for (row, &start) in rows.chunks_mut(ld).zip(&starts) {
+                let dst = &mut row[offset..offset + p];
+                for (oh, line) in dst.chunks_mut(ow_n.max(1)).enumerate() {
+                    let base = start + oh * pitch;
+                    for (m, d) in line.iter_mut().enumerate() {
+                        *d = padded[base + m * s1];
                     }
-                },
-            );
+                }
+            }
             return;
         }
         let fill = |(r, row): (usize, &mut [f32])| {
@@ -298,24 +317,26 @@ impl Geometry {
             let dims = self.padded_dims();
             padded.clear();
             padded.resize(cg * dims.0 * dims.1, 0.0);
-            crate::fused::with_best_simd(
-                #[inline(always)]
-                || {
-                    for (r, row) in col[..self.kg() * ld].chunks(ld).enumerate() {
-                        for (oh, line) in row[offset..offset + p].chunks(ow_n.max(1)).enumerate() {
-                            let base = self.padded_start(r, oh, dims);
-                            if s1 == 1 {
-                                let dst = &mut padded[base..base + ow_n];
-                                dst.iter_mut().zip(line).for_each(|(d, v)| *d += v);
-                            } else {
-                                for (m, v) in line.iter().enumerate() {
-                                    padded[base + m * s1] += v;
-                                }
-                            }
+            let starts = self.line_starts(dims);
+            let pitch = self.stride[0] * dims.1;
+            if s1 == 1 {
+                let lines = lines::Lines {
+                    starts: &starts,
+                    count: self.out[0],
+                    pitch,
+                    width: ow_n,
+                };
+                lines::scatter_add(&col[..self.kg() * ld], ld, offset, padded, &lines);
+            } else {
+                for (row, &start) in col[..self.kg() * ld].chunks(ld).zip(&starts) {
+                    for (oh, line) in row[offset..offset + p].chunks(ow_n.max(1)).enumerate() {
+                        let base = start + oh * pitch;
+                        for (m, v) in line.iter().enumerate() {
+                            padded[base + m * s1] += v;
                         }
                     }
-                },
-            );
+                }
+            }
             self.unpad_add(padded, group, dx);
             return;
         }
@@ -558,6 +579,12 @@ const TRANSPOSED_DW_MAX: usize = 64;
 /// Columns a product should have at least: see [`Geometry::chunk`].
 const COLUMNS: usize = 128;
 
+/// Most parts the weight gradient's batch is split into: see [`Geometry::weight_parts`].
+const WEIGHT_PARTS: usize = 8;
+
+/// Most values of all parts' partial weight gradients together (8 MiB of `f32`).
+const PARTIAL_BUDGET: usize = 1 << 21;
+
 /// Work (elements copied, or multiply-adds) below which a step stays on one thread.
 const PARALLEL_MIN: usize = 1 << 16;
 
@@ -727,10 +754,54 @@ pub(crate) fn conv2d_weight_backward(
 }
 
 /// [`conv2d_weight_backward`]'s products over the im2col patch matrix, for a non-empty batch.
+///
+/// The batch's chunks are split into [`Geometry::weight_parts`] consecutive parts whose weight
+/// gradients are formed in parallel, each on one thread, and then summed in order: a product
+/// per sample of the small CNN's 14 × 14 layer is too small to share between threads, and with
+/// one part its patch copy ran on one thread while the other waited (half the small CNN's step
+/// ran on one core). The parts depend on the shapes only, so the result does not depend on the
+/// thread count.
 fn weight_backward_im2col(geo: &Geometry, xs: &[f32], gs: &[f32]) -> Vec<f32> {
+    let chunks = geo.batch.div_ceil(geo.chunk());
+    let parts = geo.weight_parts(chunks);
+    if parts <= 1 {
+        return weight_backward_chunks(geo, xs, gs, 0..chunks, true, &mut Default::default());
+    }
+    let per = chunks.div_ceil(parts);
+    let mut partials: Vec<Vec<f32>> = (0..chunks.div_ceil(per))
+        .into_par_iter()
+        .map_init(Default::default, |buffers, q| {
+            let range = q * per..((q + 1) * per).min(chunks);
+            weight_backward_chunks(geo, xs, gs, range, false, buffers)
+        })
+        .collect();
+    let mut dw = partials.remove(0);
+    crate::fused::with_best_simd(
+        #[inline(always)]
+        || {
+            for partial in &partials {
+                dw.iter_mut().zip(partial).for_each(|(d, p)| *d += p);
+            }
+        },
+    );
+    dw
+}
+
+/// A patch buffer, a gradient-rows buffer and a padded-input buffer, reused across chunks.
+type WeightBuffers = (Vec<f32>, Vec<f32>, Vec<f32>);
+
+/// The weight gradient of the samples in chunks `range` (of [`Geometry::chunk`] samples), the
+/// chunks summed in order; each product parallel if `inner` and large enough.
+fn weight_backward_chunks(
+    geo: &Geometry,
+    xs: &[f32],
+    gs: &[f32],
+    range: core::ops::Range<usize>,
+    inner: bool,
+    (col, rows, padded): &mut WeightBuffers,
+) -> Vec<f32> {
     let (og, kg, p) = (geo.og(), geo.kg(), geo.positions());
     let chunk = geo.chunk();
-    let (mut col, mut rows, mut padded) = (Vec::new(), Vec::new(), Vec::new());
     // `gemm` copies the operand it cannot stream into a packed layout, every product: the patch
     // matrix (kg rows) when it is the left factor, the gradient rows (og rows) when they are. With
     // few output channels the product is arranged to pack the gradient rows (64 rows instead of
@@ -743,12 +814,17 @@ fn weight_backward_im2col(geo: &Geometry, xs: &[f32], gs: &[f32]) -> Vec<f32> {
     let mut dw: Vec<f32> = Vec::with_capacity(geo.out_channels * kg);
     let mut dw_t: Vec<f32> = Vec::with_capacity(if transposed { og * kg } else { 0 });
     for group in 0..geo.groups {
-        for (t, n0) in (0..geo.batch).step_by(chunk).enumerate() {
+        for (t, c) in range.clone().enumerate() {
+            let n0 = c * chunk;
             let count = chunk.min(geo.batch - n0);
             let cols = count * p;
-            geo.patches(xs, n0, count, group, (&mut col, &mut padded));
-            let g = geo.grad_rows(gs, n0, count, group, &mut rows);
-            let threads = parallel(og * kg * cols);
+            geo.patches(xs, n0, count, group, (&mut *col, &mut *padded));
+            let g = geo.grad_rows(gs, n0, count, group, rows);
+            let threads = if inner {
+                parallel(og * kg * cols)
+            } else {
+                Parallelism::None
+            };
             let dst = if transposed {
                 &mut dw_t.spare_capacity_mut()[..og * kg]
             } else {
@@ -769,7 +845,9 @@ fn weight_backward_im2col(geo: &Geometry, xs: &[f32], gs: &[f32]) -> Vec<f32> {
                 matmul(m, n, cols, dst, true, lhs.0, lhs.1, rhs.0, rhs.1, threads);
             }
         }
-        if transposed {
+        if range.is_empty() {
+            dw.resize(dw.len() + og * kg, 0.0);
+        } else if transposed {
             // SAFETY: the first chunk of this group initialised all `og·kg` values.
             let block = unsafe {
                 &*(&dw_t.spare_capacity_mut()[..og * kg] as *const [MaybeUninit<f32>]

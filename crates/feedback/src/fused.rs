@@ -158,13 +158,13 @@ pub(crate) fn with_best_simd<R>(f: impl FnOnce() -> R) -> R {
 }
 
 #[derive(Clone, Copy)]
-enum SimdLevel {
+pub(crate) enum SimdLevel {
     V4,
     V3,
     Baseline,
 }
 
-fn simd_level() -> SimdLevel {
+pub(crate) fn simd_level() -> SimdLevel {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::is_x86_feature_detected as has;

@@ -590,7 +590,8 @@ fn conv2d_under_gradient_checkpointing_matches_straight_through() {
 /// (a full and a partial chunk of 8 at 4 × 4 positions), patch rows copied from zero-bordered
 /// planes (outputs narrower than 16) and line by line (wider), weight gradients arranged both
 /// ways (fewer output channels per group than patch rows, and more: the 16 → 32 1 × 1 case),
-/// small padded maps taken block by block over the taps that meet the input (2 × 2 and 1 × 1);
+/// small padded maps taken block by block over the taps that meet the input (2 × 2 and 1 × 1),
+/// weight gradients formed in parts of the batch and summed (twelve samples, six parts);
 /// and the same bits with one thread as with two.
 #[test]
 fn flex_conv2d_kernels_match_burn_on_many_shapes() {
@@ -609,7 +610,7 @@ fn flex_conv2d_kernels_match_burn_on_many_shapes() {
         [usize; 2],
         usize,
     );
-    let cases: [Case; 15] = [
+    let cases: [Case; 16] = [
         (1, 3, 4, [7, 6], [3, 3], [1, 1], [(1, 1), (1, 1)], [1, 1], 1),
         (3, 4, 6, [9, 8], [3, 2], [2, 1], [(1, 2), (0, 1)], [1, 2], 2),
         (5, 8, 8, [6, 6], [1, 1], [1, 1], [(0, 0), (0, 0)], [1, 1], 1),
@@ -708,6 +709,18 @@ fn flex_conv2d_kernels_match_burn_on_many_shapes() {
         ),
         (3, 4, 4, [2, 2], [3, 3], [2, 2], [(1, 1), (1, 1)], [1, 1], 1),
         (4, 3, 5, [2, 3], [3, 3], [1, 1], [(2, 1), (1, 2)], [2, 1], 1),
+        // A sample per product, twelve of them: the weight gradient in six parts of two.
+        (
+            12,
+            3,
+            4,
+            [12, 12],
+            [3, 3],
+            [1, 1],
+            [(1, 1), (1, 1)],
+            [1, 1],
+            1,
+        ),
     ];
     for (case, &(batch, cin, cout, hw, k, stride, padding, dilation, groups)) in
         cases.iter().enumerate()
