@@ -8,7 +8,8 @@
 //! returned apart, for the backward to apply to whichever of `V` and the input gradient is
 //! smaller); brSF's magnitudes come from a counter-based SplitMix64 stream keyed by one draw of
 //! the thread's random scope (or the device generator), so the seed fixes them and the chunks
-//! can run in parallel.
+//! can run in parallel; uniform ones take two 24-bit values from each hash, which makes the pass
+//! as cheap as plain sign-symmetry's (a hash per value had made it about twice as dear).
 //! Chunks have a fixed size and their sums are added in order: the result does not depend on the
 //! number of threads.
 
@@ -60,13 +61,10 @@ impl Magnitude {
     /// The value at position `index` of the stream `key`.
     #[inline(always)]
     fn at(self, key: u64, index: usize) -> f32 {
-        let bits = splitmix64(key ^ (index as u64).wrapping_mul(0xd1b5_4a32_d192_ed03));
-        // 24 random bits: every value is exactly representable and lies in [0, 1).
-        // Through i32, which converts to f32 in one instruction (u64 does not).
-        let unit = |b: u64| ((b >> 40) as i32) as f32 * (1.0 / (1u64 << 24) as f32);
         match self {
-            Self::Uniform { low, width } => low + width * unit(bits),
+            Self::Uniform { low, width } => low + width * uniform_unit(key, index),
             Self::Normal { mean, std } => {
+                let bits = hash(key, index as u64);
                 // Box–Muller on the two halves of the hash; 1 − u avoids ln(0).
                 let u1 = 1.0 - unit(bits);
                 let u2 = unit(bits << 24);
@@ -74,6 +72,34 @@ impl Magnitude {
             }
         }
     }
+}
+
+/// Hash `i` of the stream `key`: 64 random bits.
+#[inline(always)]
+fn hash(key: u64, i: u64) -> u64 {
+    splitmix64(key ^ i.wrapping_mul(0xd1b5_4a32_d192_ed03))
+}
+
+/// 24 random bits (`bits >> 40`) as a value in [0, 1): every value is exactly representable.
+/// Through i32, which converts to f32 in one instruction (u64 does not).
+#[inline(always)]
+fn unit(bits: u64) -> f32 {
+    ((bits >> 40) as i32) as f32 * (1.0 / (1u64 << 24) as f32)
+}
+
+/// Values a block of [`fill_uniform`] covers: two per hash, so the hash (two 64-bit multiplies,
+/// the whole cost of brSF's pass over plain sign-symmetry) runs once per two weights.
+const PAIR_BLOCK: usize = 16;
+
+/// The uniform value in [0, 1) at position `index` of the stream `key`: lane `j` of block
+/// `index / 16` takes the top 24 bits of hash `8·block + j` for `j < 8`, and the next 24 bits of
+/// hash `8·block + j − 8` for the others.
+#[inline(always)]
+fn uniform_unit(key: u64, index: usize) -> f32 {
+    let (block, lane) = (index / PAIR_BLOCK, index % PAIR_BLOCK);
+    let half = PAIR_BLOCK / 2;
+    let bits = hash(key, (block * half + lane % half) as u64);
+    unit(if lane < half { bits } else { bits << 24 })
 }
 
 /// A key for brSF's stream: from this thread's [`RandomScope`](crate::random::RandomScope) when
@@ -221,6 +247,90 @@ fn fill_best<const NORMS: bool, F: Fn(usize, f32, f32) -> f32>(
     fill::<NORMS>(dst, w, a, start, v0)
 }
 
+/// brSF's `V₀ = (low + width·u)·sign(W)` with uniform magnitudes, as [`fill`] with
+/// `Magnitude::at`, a block of [`PAIR_BLOCK`] values from eight hashes at a time (`start` is a
+/// multiple of the block, so the values depend on the flat index only).
+#[inline(always)]
+fn fill_uniform<const NORMS: bool>(
+    dst: &mut [MaybeUninit<f32>],
+    w: &[f32],
+    start: usize,
+    (key, low, width): (u64, f32, f32),
+) -> (f64, f64) {
+    const HALF: usize = PAIR_BLOCK / 2;
+    let (mut ww, mut vv) = ([0.0f32; PAIR_BLOCK], [0.0f32; PAIR_BLOCK]);
+    let full = dst.len() / PAIR_BLOCK * PAIR_BLOCK;
+    let first = (start / PAIR_BLOCK * HALF) as u64;
+    let blocks = dst[..full]
+        .chunks_exact_mut(PAIR_BLOCK)
+        .zip(w[..full].chunks_exact(PAIR_BLOCK));
+    for (b, (d, w)) in blocks.enumerate() {
+        let mut u = [0.0f32; PAIR_BLOCK];
+        for k in 0..HALF {
+            let bits = hash(key, first + (b * HALF + k) as u64);
+            u[k] = unit(bits);
+            u[k + HALF] = unit(bits << 24);
+        }
+        for lane in 0..PAIR_BLOCK {
+            let v = (low + width * u[lane]) * sign(w[lane]);
+            d[lane] = MaybeUninit::new(v);
+            if NORMS {
+                ww[lane] += w[lane] * w[lane];
+                vv[lane] += v * v;
+            }
+        }
+    }
+    for i in full..dst.len() {
+        let v = (low + width * uniform_unit(key, start + i)) * sign(w[i]);
+        dst[i] = MaybeUninit::new(v);
+        if NORMS {
+            ww[0] += w[i] * w[i];
+            vv[0] += v * v;
+        }
+    }
+    let sum = |s: [f32; PAIR_BLOCK]| s.iter().map(|&x| f64::from(x)).sum::<f64>();
+    (sum(ww), sum(vv))
+}
+
+/// [`fill_uniform`] compiled for AVX-512 or AVX2 + FMA where the CPU has them.
+#[inline(always)]
+fn fill_uniform_best<const NORMS: bool>(
+    dst: &mut [MaybeUninit<f32>],
+    w: &[f32],
+    start: usize,
+    stream: (u64, f32, f32),
+) -> (f64, f64) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f,avx512dq,avx512vl,avx512bw,avx2,fma")]
+        fn v4<const N: bool>(
+            dst: &mut [MaybeUninit<f32>],
+            w: &[f32],
+            start: usize,
+            stream: (u64, f32, f32),
+        ) -> (f64, f64) {
+            fill_uniform::<N>(dst, w, start, stream)
+        }
+        #[target_feature(enable = "avx2,fma")]
+        fn v3<const N: bool>(
+            dst: &mut [MaybeUninit<f32>],
+            w: &[f32],
+            start: usize,
+            stream: (u64, f32, f32),
+        ) -> (f64, f64) {
+            fill_uniform::<N>(dst, w, start, stream)
+        }
+        match simd_level() {
+            // SAFETY: the CPU has every feature `v4` is compiled for.
+            SimdLevel::V4 => return unsafe { v4::<NORMS>(dst, w, start, stream) },
+            // SAFETY: the CPU has every feature `v3` is compiled for.
+            SimdLevel::V3 => return unsafe { v3::<NORMS>(dst, w, start, stream) },
+            SimdLevel::Baseline => {}
+        }
+    }
+    fill_uniform::<NORMS>(dst, w, start, stream)
+}
+
 /// `(Σ W², Σ V₀²)` without writing anything, for `V₀` an existing tensor.
 fn norms(w: &[f32], v: &[f32]) -> (f64, f64) {
     let sums: Vec<(f64, f64)> = w
@@ -316,6 +426,14 @@ pub(crate) fn feedback_matrix_parts(
                     }
                     match (kernel.form, magnitude) {
                         (FeedbackForm::MaskedSign, _) => fill_with!(|_, w, a| a * sign(w)),
+                        (_, Some(Magnitude::Uniform { low, width })) => {
+                            let stream = (key, low, width);
+                            if norms {
+                                fill_uniform_best::<true>(dst, ws, start, stream)
+                            } else {
+                                fill_uniform_best::<false>(dst, ws, start, stream)
+                            }
+                        }
                         (FeedbackForm::RandomMaskedSign(_), Some(m)) => {
                             fill_with!(|i, w, _| m.at(key, i) * sign(w))
                         }
@@ -337,4 +455,79 @@ pub(crate) fn feedback_matrix_parts(
     };
     let factor = FlexTensor::from_data(TensorData::new(vec![factor], [1]));
     Some((v0, factor))
+}
+
+// The pair blocks must not straddle chunks: each chunk starts a block.
+const _: () = assert!(CHUNK.is_multiple_of(PAIR_BLOCK));
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The blocked fill (eight hashes for sixteen values, on the CPU's best vectors) against
+    /// `Magnitude::at` element by element, over starts and lengths with and without a tail, and
+    /// with the norms it returns.
+    #[test]
+    fn uniform_pairs_match_the_per_element_stream() {
+        let (key, low, width) = (0x1234_5678_9abc_def0, 0.5, 1.5);
+        let magnitude = Magnitude::Uniform { low, width };
+        for (start, len) in [
+            (0, 16),
+            (0, 37),
+            (CHUNK, 5),
+            (48, 100),
+            (2 * CHUNK, 16 * 9 + 15),
+        ] {
+            let w: Vec<f32> = (0..len).map(|i| (i % 5) as f32 - 2.0).collect();
+            let mut dst = vec![MaybeUninit::new(f32::NAN); len];
+            let (ww, vv) = fill_uniform_best::<true>(&mut dst, &w, start, (key, low, width));
+            let got: Vec<f32> = dst.iter().map(|v| unsafe { v.assume_init() }).collect();
+            let want: Vec<f32> = (0..len)
+                .map(|i| magnitude.at(key, start + i) * sign(w[i]))
+                .collect();
+            assert_eq!(got, want, "start {start}, len {len}");
+            let ww_want: f64 = w.iter().map(|&x| f64::from(x * x)).sum();
+            let vv_want: f64 = want.iter().map(|&x| f64::from(x) * f64::from(x)).sum();
+            assert!(
+                (ww - ww_want).abs() < 1e-6 * ww_want,
+                "Σ W² {ww} vs {ww_want}"
+            );
+            assert!(
+                (vv - vv_want).abs() < 1e-5 * vv_want,
+                "Σ V² {vv} vs {vv_want}"
+            );
+        }
+    }
+
+    /// The two values a hash gives (lanes `j` and `j + 8` of a block) are uncorrelated, and
+    /// neither repeats the other.
+    #[test]
+    fn the_two_halves_of_a_hash_are_uncorrelated() {
+        let key = 42;
+        let (a, b): (Vec<f64>, Vec<f64>) = (0..40_000)
+            .map(|i| (i / 8 * 16 + i % 8, i / 8 * 16 + i % 8 + 8))
+            .map(|(x, y)| {
+                (
+                    f64::from(uniform_unit(key, x)),
+                    f64::from(uniform_unit(key, y)),
+                )
+            })
+            .unzip();
+        let n = a.len() as f64;
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / n;
+        let (ma, mb) = (mean(&a), mean(&b));
+        let cov = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - ma) * (y - mb))
+            .sum::<f64>()
+            / n;
+        let r = cov / (1.0 / 12.0);
+        assert!(r.abs() < 0.02, "correlation {r}");
+        assert!(
+            (ma - 0.5).abs() < 0.01 && (mb - 0.5).abs() < 0.01,
+            "{ma} {mb}"
+        );
+        assert!(a.iter().zip(&b).filter(|(x, y)| x == y).count() < 10);
+    }
 }
