@@ -6,8 +6,9 @@
 //! line of 14 values became an 8-wide move and six scalar ones, and each patch row divided its
 //! index into channel and tap on the way: `perf` put these copies at a fifth of the small CNN's
 //! training step. On AVX-512 each line is now one masked load and one masked store (the scatter
-//! of the input gradient: two masked loads, an add and a masked store), and the rows' starts are
-//! counted, not divided.
+//! of the input gradient: two masked loads, an add and a masked store); on AVX2 two vectors that
+//! overlap where the width is not a multiple of 8; and the rows' starts are counted, not
+//! divided.
 
 #[cfg(target_arch = "x86_64")]
 use crate::fused::{SimdLevel, simd_level};
@@ -42,11 +43,14 @@ impl Lines<'_> {
 pub(super) fn gather(col: &mut [f32], ld: usize, offset: usize, planes: &[f32], lines: &Lines) {
     lines.check(col.len(), ld, offset, planes.len());
     #[cfg(target_arch = "x86_64")]
-    if let SimdLevel::V4 = simd_level() {
+    match simd_level() {
         // SAFETY: the CPU has AVX-512F; `check` keeps every move inside the two slices.
-        unsafe { gather_v4(col.as_mut_ptr(), ld, offset, planes.as_ptr(), lines) };
-        return;
+        SimdLevel::V4 => unsafe { gather_v4(col.as_mut_ptr(), ld, offset, planes.as_ptr(), lines) },
+        // SAFETY: the CPU has AVX2; `check` keeps every move inside the two slices.
+        SimdLevel::V3 => unsafe { gather_v3(col.as_mut_ptr(), ld, offset, planes.as_ptr(), lines) },
+        SimdLevel::Baseline => gather_portable(col, ld, offset, planes, lines),
     }
+    #[cfg(not(target_arch = "x86_64"))]
     gather_portable(col, ld, offset, planes, lines);
 }
 
@@ -77,11 +81,18 @@ pub(super) fn scatter_add(
 ) {
     lines.check(col.len(), ld, offset, planes.len());
     #[cfg(target_arch = "x86_64")]
-    if let SimdLevel::V4 = simd_level() {
+    match simd_level() {
         // SAFETY: the CPU has AVX-512F; `check` keeps every move inside the two slices.
-        unsafe { scatter_add_v4(col.as_ptr(), ld, offset, planes.as_mut_ptr(), lines) };
-        return;
+        SimdLevel::V4 => unsafe {
+            scatter_add_v4(col.as_ptr(), ld, offset, planes.as_mut_ptr(), lines)
+        },
+        // SAFETY: the CPU has AVX2; `check` keeps every move inside the two slices.
+        SimdLevel::V3 => unsafe {
+            scatter_add_v3(col.as_ptr(), ld, offset, planes.as_mut_ptr(), lines)
+        },
+        SimdLevel::Baseline => scatter_add_portable(col, ld, offset, planes, lines),
     }
+    #[cfg(not(target_arch = "x86_64"))]
     scatter_add_portable(col, ld, offset, planes, lines);
 }
 
@@ -152,6 +163,88 @@ unsafe fn scatter_add_v4(
     }
 }
 
+/// A line of `width ≤ 16` values from `src` to `dst` (added onto it if `add`) in two vectors
+/// that overlap where the width is not a whole number of vectors: without masked moves (AVX2),
+/// the overlapping lanes are written twice with the same value, and nothing outside the line is
+/// read or written.
+///
+/// # Safety
+/// The CPU has AVX2; `width` values are readable at `src` and readable and writable at `dst`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn line_v3(dst: *mut f32, src: *const f32, width: usize, add: bool) {
+    use core::arch::x86_64::{
+        _mm_add_ps, _mm_loadu_ps, _mm_storeu_ps, _mm256_add_ps, _mm256_loadu_ps, _mm256_storeu_ps,
+    };
+    // SAFETY (all moves): inside the `width` values, by the contract above.
+    unsafe {
+        if width >= 8 {
+            let (mut head, mut tail) = (_mm256_loadu_ps(src), _mm256_loadu_ps(src.add(width - 8)));
+            if add {
+                head = _mm256_add_ps(_mm256_loadu_ps(dst), head);
+                tail = _mm256_add_ps(_mm256_loadu_ps(dst.add(width - 8)), tail);
+            }
+            // Both formed before either is stored: an overlapping lane gets one value twice.
+            _mm256_storeu_ps(dst, head);
+            _mm256_storeu_ps(dst.add(width - 8), tail);
+        } else if width >= 4 {
+            let (mut head, mut tail) = (_mm_loadu_ps(src), _mm_loadu_ps(src.add(width - 4)));
+            if add {
+                head = _mm_add_ps(_mm_loadu_ps(dst), head);
+                tail = _mm_add_ps(_mm_loadu_ps(dst.add(width - 4)), tail);
+            }
+            _mm_storeu_ps(dst, head);
+            _mm_storeu_ps(dst.add(width - 4), tail);
+        } else {
+            for m in 0..width {
+                *dst.add(m) = if add {
+                    *dst.add(m) + *src.add(m)
+                } else {
+                    *src.add(m)
+                };
+            }
+        }
+    }
+}
+
+/// # Safety
+/// The CPU has AVX2, and `lines.check` passed for `col` and `planes`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn gather_v3(col: *mut f32, ld: usize, offset: usize, planes: *const f32, lines: &Lines) {
+    for (r, &start) in lines.starts.iter().enumerate() {
+        for l in 0..lines.count {
+            // SAFETY: both lines in bounds by `check`.
+            unsafe {
+                let dst = col.add(r * ld + offset + l * lines.width);
+                line_v3(dst, planes.add(start + l * lines.pitch), lines.width, false);
+            }
+        }
+    }
+}
+
+/// # Safety
+/// The CPU has AVX2, and `lines.check` passed for `col` and `planes`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn scatter_add_v3(
+    col: *const f32,
+    ld: usize,
+    offset: usize,
+    planes: *mut f32,
+    lines: &Lines,
+) {
+    for (r, &start) in lines.starts.iter().enumerate() {
+        for l in 0..lines.count {
+            // SAFETY: both lines in bounds by `check`.
+            unsafe {
+                let src = col.add(r * ld + offset + l * lines.width);
+                line_v3(planes.add(start + l * lines.pitch), src, lines.width, true);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,6 +288,13 @@ mod tests {
                 gather_portable(&mut b, ld, offset, &planes, &lines);
                 assert_eq!(a, expected, "gather, width {width}, count {count}");
                 assert_eq!(b, expected, "portable gather, width {width}, count {count}");
+                #[cfg(target_arch = "x86_64")]
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    let mut c = vec![-1.0; col_len];
+                    // SAFETY: AVX2 is present; `check` passes (the dispatched call above).
+                    unsafe { gather_v3(c.as_mut_ptr(), ld, offset, planes.as_ptr(), &lines) };
+                    assert_eq!(c, expected, "AVX2 gather, width {width}, count {count}");
+                }
 
                 let col = values(col_len, width + 1);
                 let mut expected = values(planes_len, 3);
@@ -213,6 +313,13 @@ mod tests {
                     b, expected,
                     "portable scatter, width {width}, count {count}"
                 );
+                #[cfg(target_arch = "x86_64")]
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    let mut c = values(planes_len, 3);
+                    // SAFETY: AVX2 is present; `check` passes (the dispatched call above).
+                    unsafe { scatter_add_v3(col.as_ptr(), ld, offset, c.as_mut_ptr(), &lines) };
+                    assert_eq!(c, expected, "AVX2 scatter, width {width}, count {count}");
+                }
             }
         }
     }
