@@ -596,29 +596,50 @@ fn parallel(work: usize) -> Parallelism {
     }
 }
 
-/// Runs `compute(buffers, inner, (t, part))` over the `t`-th chunk of `chunk` samples of `out`
-/// (`per_sample` values each), with buffers reused across a task's chunks. With a chunk for
-/// every thread the chunks run in parallel and each product on one thread (`inner` is
-/// `Parallelism::None`); with fewer, one after the other and each product parallel over its
-/// `work` multiply-adds. Either way the result does not depend on the thread count.
-fn for_each_chunk<B, F>(out: &mut [f32], per_sample: usize, chunk: usize, work: usize, compute: F)
+/// A zeroed output of `len` values, `compute(buffers, inner, (t, part))` run over its `t`-th
+/// chunk of `chunk` samples (`per_sample` values each), with buffers reused across a task's
+/// chunks. With a chunk for every thread the chunks run in parallel and each product on one
+/// thread (`inner` is `Parallelism::None`); with fewer, one after the other and each product
+/// parallel over its `work` multiply-adds. Either way the result does not depend on the thread
+/// count. Each part is zeroed by the task that fills it: the first touch of a fresh output
+/// (page faults and the kernel's clearing of its pages) is then shared between the threads,
+/// where a `vec![0.0; len]` before them had put it on one.
+fn chunked_output<B, F>(
+    len: usize,
+    per_sample: usize,
+    chunk: usize,
+    work: usize,
+    compute: F,
+) -> Vec<f32>
 where
     B: Default + Send,
     F: Fn(&mut B, Parallelism, (usize, &mut [f32])) + Sync,
 {
+    let mut out: Vec<f32> = Vec::with_capacity(len);
     let task = (per_sample * chunk).max(1);
-    if out.len().div_ceil(task) >= rayon::current_num_threads() {
-        out.par_chunks_mut(task)
+    let zeroed = |part: &mut [MaybeUninit<f32>]| -> &mut [f32] {
+        part.fill(MaybeUninit::new(0.0));
+        // SAFETY: every value of `part` was just initialised.
+        unsafe { &mut *(part as *mut [MaybeUninit<f32>] as *mut [f32]) }
+    };
+    let spare = &mut out.spare_capacity_mut()[..len];
+    if len.div_ceil(task) >= rayon::current_num_threads() {
+        spare
+            .par_chunks_mut(task)
             .enumerate()
-            .for_each_init(Default::default, |buffers, item| {
-                compute(buffers, Parallelism::None, item)
+            .for_each_init(Default::default, |buffers, (t, part)| {
+                compute(buffers, Parallelism::None, (t, zeroed(part)))
             });
     } else {
         let (inner, mut buffers) = (parallel(work), Default::default());
-        out.chunks_mut(task)
+        spare
+            .chunks_mut(task)
             .enumerate()
-            .for_each(|item| compute(&mut buffers, inner, item));
+            .for_each(|(t, part)| compute(&mut buffers, inner, (t, zeroed(part))));
     }
+    // SAFETY: the chunks cover `..len`, and each was zeroed before `compute` saw it.
+    unsafe { out.set_len(len) };
+    out
 }
 
 /// Output size along axis `a` of a convolution, `None` when the window does not fit.
@@ -685,7 +706,6 @@ fn forward_im2col(geo: &Geometry, xs: &[f32], ws: &[f32], bias: Option<&[f32]>) 
         && geo.pad == [0, 0]
         && geo.out == [geo.height, geo.width];
     let chunk = geo.chunk();
-    let mut y = vec![0.0f32; geo.batch * per_y];
     // A patch buffer, a product buffer and a padded-input buffer per task, reused across its
     // chunks.
     type Buffers = (Vec<f32>, Vec<f32>, Vec<f32>);
@@ -728,8 +748,13 @@ fn forward_im2col(geo: &Geometry, xs: &[f32], ws: &[f32], bias: Option<&[f32]>) 
         }
         geo.add_bias(y_t, bias);
     };
-    for_each_chunk(&mut y, per_y, chunk, og * kg * p * chunk, compute);
-    y
+    chunked_output(
+        geo.batch * per_y,
+        per_y,
+        chunk,
+        og * kg * p * chunk,
+        compute,
+    )
 }
 
 /// The weight gradient `[out, in/groups, k₁, k₂]` of a convolution of `x` whose output gradient
@@ -888,7 +913,6 @@ fn x_backward_im2col(geo: &Geometry, vs: &[f32], gs: &[f32]) -> Vec<f32> {
     let (og, kg, p) = (geo.og(), geo.kg(), geo.positions());
     let per_x = geo.channels * geo.height * geo.width;
     let chunk = geo.chunk();
-    let mut dx = vec![0.0f32; geo.batch * per_x];
     // A patch buffer, a gradient buffer and a padded-gradient buffer per task, reused: the
     // product overwrites the first.
     type Buffers = (Vec<f32>, Vec<f32>, Vec<f32>);
@@ -906,6 +930,11 @@ fn x_backward_im2col(geo: &Geometry, vs: &[f32], gs: &[f32]) -> Vec<f32> {
             }
         }
     };
-    for_each_chunk(&mut dx, per_x, chunk, og * kg * p * chunk, compute);
-    dx
+    chunked_output(
+        geo.batch * per_x,
+        per_x,
+        chunk,
+        og * kg * p * chunk,
+        compute,
+    )
 }

@@ -13,7 +13,7 @@
 
 use core::ops::Range;
 
-use super::{COLUMNS, Geometry, for_each_chunk, matmul, matmul_add_strided, parallel};
+use super::{COLUMNS, Geometry, chunked_output, matmul, matmul_add_strided, parallel};
 
 /// Output positions that meet the same kernel taps inside the input: a rectangle of output rows
 /// and columns, and the rectangle of taps (kernel rows and columns) that land inside the input
@@ -273,7 +273,7 @@ impl Geometry {
 /// The forward block by block: `Y[:, b] = Σ_taps W_t · patches_{b,t}` for each block `b`, one
 /// product per tap read straight from the weights (tap `t`'s `og × cg` columns are a strided
 /// matrix of them), summed by `gemm`, plus `bias`; chunks of [`BLOCK_SAMPLES`] samples in
-/// parallel ([`for_each_chunk`]).
+/// parallel ([`chunked_output`]).
 pub(super) fn forward_blocks(
     geo: &Geometry,
     xs: &[f32],
@@ -286,7 +286,6 @@ pub(super) fn forward_blocks(
     let blocks = geo.blocks();
     let chunk = geo.block_chunk(BLOCK_SAMPLES);
     // Blocks meeting no tap (all padding) keep their zeros.
-    let mut y = vec![0.0f32; geo.batch * per_y];
     let work = og * kg * geo.positions() * chunk;
     type Buffers = (Vec<f32>, Vec<f32>, Vec<usize>);
     let compute = |(col, prod, offsets): &mut Buffers, inner, (t, y_t): (usize, &mut [f32])| {
@@ -307,8 +306,7 @@ pub(super) fn forward_blocks(
         }
         geo.add_bias(y_t, bias);
     };
-    for_each_chunk(&mut y, per_y, chunk, work, compute);
-    y
+    chunked_output(geo.batch * per_y, per_y, chunk, work, compute)
 }
 
 /// The weight gradient tap by tap: `dW_t += G_{R_t} · patches_tᵀ` over the rectangle `R_t` of
@@ -353,7 +351,6 @@ pub(super) fn x_backward_blocks(geo: &Geometry, vs: &[f32], gs: &[f32]) -> Vec<f
     let per_x = geo.channels * geo.height * geo.width;
     let blocks = geo.blocks();
     let chunk = geo.block_chunk(BLOCK_SAMPLES);
-    let mut dx = vec![0.0f32; geo.batch * per_x];
     let work = og * kg * geo.positions() * chunk;
     type Buffers = (Vec<f32>, Vec<f32>, Vec<usize>);
     let compute = |(rows, col, offsets): &mut Buffers, inner, (t, dx_t): (usize, &mut [f32])| {
@@ -373,8 +370,7 @@ pub(super) fn x_backward_blocks(geo: &Geometry, vs: &[f32], gs: &[f32]) -> Vec<f
             }
         }
     };
-    for_each_chunk(&mut dx, per_x, chunk, work, compute);
-    dx
+    chunked_output(geo.batch * per_x, per_x, chunk, work, compute)
 }
 
 #[cfg(test)]
