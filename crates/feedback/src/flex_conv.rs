@@ -181,6 +181,17 @@ impl Geometry {
         }
     }
 
+    /// The patch lines of a narrow output in the zero-bordered planes, rows starting at `starts`
+    /// ([`line_starts`](Self::line_starts)): one line per output row, `stride₀` plane rows apart.
+    fn narrow_lines<'a>(&self, starts: &'a [usize]) -> lines::Lines<'a> {
+        lines::Lines {
+            starts,
+            count: self.out[0],
+            pitch: self.stride[0] * self.padded_dims().1,
+            width: self.out[1],
+        }
+    }
+
     /// Where line 0 of each patch row `r = (c, i, j)` starts in the zero-bordered planes of
     /// [`pad_into`](Self::pad_into) (`padded_dims` `(hp, wp)`); line `oh` starts
     /// `oh·stride₀·wp` further.
@@ -231,19 +242,13 @@ impl Geometry {
         let rows = &mut col[..self.kg() * ld];
         if ow_n < LINE_MIN {
             self.pad_into(x, group, padded);
-            let dims = self.padded_dims();
-            let starts = self.line_starts(dims);
-            let pitch = self.stride[0] * dims.1;
+            let starts = self.line_starts(self.padded_dims());
+            let lines = self.narrow_lines(&starts);
             if s1 == 1 {
-                let lines = lines::Lines {
-                    starts: &starts,
-                    count: self.out[0],
-                    pitch,
-                    width: ow_n,
-                };
                 lines::gather(rows, ld, offset, padded, &lines);
                 return;
             }
+            let pitch = lines.pitch;
             for (row, &start) in rows.chunks_mut(ld).zip(&starts) {
                 let dst = &mut row[offset..offset + p];
                 for (oh, line) in dst.chunks_mut(ow_n.max(1)).enumerate() {
@@ -318,16 +323,11 @@ impl Geometry {
             padded.clear();
             padded.resize(cg * dims.0 * dims.1, 0.0);
             let starts = self.line_starts(dims);
-            let pitch = self.stride[0] * dims.1;
+            let lines = self.narrow_lines(&starts);
             if s1 == 1 {
-                let lines = lines::Lines {
-                    starts: &starts,
-                    count: self.out[0],
-                    pitch,
-                    width: ow_n,
-                };
                 lines::scatter_add(&col[..self.kg() * ld], ld, offset, padded, &lines);
             } else {
+                let pitch = lines.pitch;
                 for (row, &start) in col[..self.kg() * ld].chunks(ld).zip(&starts) {
                     for (oh, line) in row[offset..offset + p].chunks(ow_n.max(1)).enumerate() {
                         let base = start + oh * pitch;

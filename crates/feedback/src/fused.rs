@@ -120,6 +120,23 @@ fn draw_key() -> u64 {
     })
 }
 
+/// Writes `v` (the feedback value for weight `w`) and, when `NORMS`, adds both squares to a
+/// lane's sums: the store every fill shares.
+#[inline(always)]
+fn put<const NORMS: bool>(d: &mut MaybeUninit<f32>, v: f32, w: f32, sums: (&mut f32, &mut f32)) {
+    *d = MaybeUninit::new(v);
+    if NORMS {
+        *sums.0 += w * w;
+        *sums.1 += v * v;
+    }
+}
+
+/// A fill's lane sums, added in `f64`.
+fn lane_total<const L: usize>((ww, vv): ([f32; L], [f32; L])) -> (f64, f64) {
+    let sum = |s: [f32; L]| s.iter().map(|&x| f64::from(x)).sum::<f64>();
+    (sum(ww), sum(vv))
+}
+
 /// Writes `V₀ = v0(index, w, a)` for one chunk (`a` is the auxiliary tensor's chunk, or the
 /// weight's again when there is none); returns the chunk's `(Σ W², Σ V₀²)` when `NORMS`.
 #[inline(always)]
@@ -138,23 +155,14 @@ fn fill<const NORMS: bool>(
     for (b, ((d, w), a)) in blocks.by_ref().enumerate() {
         for lane in 0..LANES {
             let v = v0(start + b * LANES + lane, w[lane], a[lane]);
-            d[lane] = MaybeUninit::new(v);
-            if NORMS {
-                ww[lane] += w[lane] * w[lane];
-                vv[lane] += v * v;
-            }
+            put::<NORMS>(&mut d[lane], v, w[lane], (&mut ww[lane], &mut vv[lane]));
         }
     }
     for i in dst.len() / LANES * LANES..dst.len() {
         let v = v0(start + i, w[i], a[i]);
-        dst[i] = MaybeUninit::new(v);
-        if NORMS {
-            ww[0] += w[i] * w[i];
-            vv[0] += v * v;
-        }
+        put::<NORMS>(&mut dst[i], v, w[i], (&mut ww[0], &mut vv[0]));
     }
-    let sum = |s: [f32; LANES]| s.iter().map(|&x| f64::from(x)).sum::<f64>();
-    (sum(ww), sum(vv))
+    lane_total((ww, vv))
 }
 
 /// Runs `f` compiled for AVX-512 or AVX2 + FMA where the CPU has them (`f` is inlined into the
@@ -273,23 +281,14 @@ fn fill_uniform<const NORMS: bool>(
         }
         for lane in 0..PAIR_BLOCK {
             let v = (low + width * u[lane]) * sign(w[lane]);
-            d[lane] = MaybeUninit::new(v);
-            if NORMS {
-                ww[lane] += w[lane] * w[lane];
-                vv[lane] += v * v;
-            }
+            put::<NORMS>(&mut d[lane], v, w[lane], (&mut ww[lane], &mut vv[lane]));
         }
     }
     for i in full..dst.len() {
         let v = (low + width * uniform_unit(key, start + i)) * sign(w[i]);
-        dst[i] = MaybeUninit::new(v);
-        if NORMS {
-            ww[0] += w[i] * w[i];
-            vv[0] += v * v;
-        }
+        put::<NORMS>(&mut dst[i], v, w[i], (&mut ww[0], &mut vv[0]));
     }
-    let sum = |s: [f32; PAIR_BLOCK]| s.iter().map(|&x| f64::from(x)).sum::<f64>();
-    (sum(ww), sum(vv))
+    lane_total((ww, vv))
 }
 
 /// [`fill_uniform`] compiled for AVX-512 or AVX2 + FMA where the CPU has them.
