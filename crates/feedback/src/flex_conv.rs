@@ -181,13 +181,14 @@ impl Geometry {
         }
     }
 
-    /// The patch lines of a narrow output in the zero-bordered planes, rows starting at `starts`
-    /// ([`line_starts`](Self::line_starts)): one line per output row, `stride₀` plane rows apart.
-    fn narrow_lines<'a>(&self, starts: &'a [usize]) -> lines::Lines<'a> {
+    /// The patch lines of a narrow output in zero-bordered planes of `padded_dims` `(hp, wp)`,
+    /// rows starting at `starts` ([`line_starts`](Self::line_starts)): one line per output row,
+    /// `stride₀` plane rows apart.
+    fn narrow_lines<'a>(&self, starts: &'a [usize], (_, wp): (usize, usize)) -> lines::Lines<'a> {
         lines::Lines {
             starts,
             count: self.out[0],
-            pitch: self.stride[0] * self.padded_dims().1,
+            pitch: self.stride[0] * wp,
             width: self.out[1],
         }
     }
@@ -242,8 +243,9 @@ impl Geometry {
         let rows = &mut col[..self.kg() * ld];
         if ow_n < LINE_MIN {
             self.pad_into(x, group, padded);
-            let starts = self.line_starts(self.padded_dims());
-            let lines = self.narrow_lines(&starts);
+            let dims = self.padded_dims();
+            let starts = self.line_starts(dims);
+            let lines = self.narrow_lines(&starts, dims);
             if s1 == 1 {
                 lines::gather(rows, ld, offset, padded, &lines);
                 return;
@@ -323,7 +325,7 @@ impl Geometry {
             padded.clear();
             padded.resize(cg * dims.0 * dims.1, 0.0);
             let starts = self.line_starts(dims);
-            let lines = self.narrow_lines(&starts);
+            let lines = self.narrow_lines(&starts, dims);
             if s1 == 1 {
                 lines::scatter_add(&col[..self.kg() * ld], ld, offset, padded, &lines);
             } else {
@@ -825,6 +827,8 @@ fn weight_backward_chunks(
     inner: bool,
     (col, rows, padded): &mut WeightBuffers,
 ) -> Vec<f32> {
+    // Every group's first chunk writes its block whole (no zeroing pass below).
+    assert!(!range.is_empty(), "a part of the batch without chunks");
     let (og, kg, p) = (geo.og(), geo.kg(), geo.positions());
     let chunk = geo.chunk();
     // `gemm` copies the operand it cannot stream into a packed layout, every product: the patch
@@ -870,9 +874,7 @@ fn weight_backward_chunks(
                 matmul(m, n, cols, dst, true, lhs.0, lhs.1, rhs.0, rhs.1, threads);
             }
         }
-        if range.is_empty() {
-            dw.resize(dw.len() + og * kg, 0.0);
-        } else if transposed {
+        if transposed {
             // SAFETY: the first chunk of this group initialised all `og·kg` values.
             let block = unsafe {
                 &*(&dw_t.spare_capacity_mut()[..og * kg] as *const [MaybeUninit<f32>]
