@@ -250,6 +250,24 @@ impl AdamUpdate {
     }
 }
 
+/// The input gradient of `op` through `V = s·V₀` from its parts: `s·(g ⋆ V₀) = g ⋆ (s·V₀)`, so
+/// `s` scales whichever of `V₀` and the input gradient is smaller (nothing when `scale` is unit).
+fn scaled_x_backward<B: FeedbackBackend>(
+    op: &LayerOp,
+    x: Option<FloatTensor<B>>,
+    (v0, factor): (FloatTensor<B>, FloatTensor<B>),
+    scale: ScaleKind,
+    grad: FloatTensor<B>,
+) -> FloatTensor<B> {
+    if scale == ScaleKind::Unit {
+        op.x_backward::<B>(x, v0, grad)
+    } else if v0.shape().num_elements() <= op.input_len::<B>(x.as_ref(), &v0, &grad) {
+        op.x_backward::<B>(x, scale_by::<B>(v0, factor), grad)
+    } else {
+        scale_by::<B>(op.x_backward::<B>(x, v0, grad), factor)
+    }
+}
+
 /// Which layer kernel an op runs, with its options.
 #[derive(Clone, Debug)]
 enum LayerOp {
@@ -400,6 +418,29 @@ pub trait FeedbackBackend: Backend {
         kernel: FeedbackKernel,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         kernel.form_parts::<Self>(weight, aux.into_option())
+    }
+
+    /// The input gradient of [`feedback_linear`](Self::feedback_linear) through `V = s·V₀`
+    /// (`V₀`, `s` formed from `weight` and `aux` by `kernel`): `g·Vᵀ`, `[..., d_input]` from the
+    /// output gradient `[..., d_output]`. By default [`feedback_matrix_parts`] and burn's
+    /// `linear_x_backward`; Flex forms `V₀` piece by piece beside the product instead of as a
+    /// whole tensor first.
+    ///
+    /// [`feedback_matrix_parts`]: Self::feedback_matrix_parts
+    fn feedback_linear_x_backward(
+        weight: FloatTensor<Self>,
+        #[extension_type] aux: MaybeTensor<Self>,
+        kernel: FeedbackKernel,
+        output_grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let (v0, factor) = Self::feedback_matrix_parts(weight, aux, kernel);
+        scaled_x_backward::<Self>(
+            &LayerOp::Linear,
+            None,
+            (v0, factor),
+            kernel.scale,
+            output_grad,
+        )
     }
 
     /// One Adam update of a parameter: `(θ, m, v)` after the step, from `θ`, its gradient and
@@ -684,6 +725,22 @@ impl FeedbackBackend for burn::backend::Flex {
         })
     }
 
+    fn feedback_linear_x_backward(
+        weight: FloatTensor<Self>,
+        aux: MaybeTensor<Self>,
+        kernel: FeedbackKernel,
+        output_grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        // Not through `frozen_weights`' store: forming V₀ here costs about what copying a
+        // stored one would (a read of W), and the gradients stay bit-identical in and out of it.
+        let aux = aux.into_option();
+        let fused = crate::flex_linear::x_backward(&kernel, &weight, aux.as_ref(), &output_grad);
+        fused.unwrap_or_else(|| {
+            let parts = Self::feedback_matrix_parts(weight, aux.into(), kernel);
+            scaled_x_backward::<Self>(&LayerOp::Linear, None, parts, kernel.scale, output_grad)
+        })
+    }
+
     fn feedback_conv2d(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -876,14 +933,14 @@ impl<B: FeedbackBackend, const N: usize> Backward<B, N> for FeedbackBackward<N> 
             let weight = weight
                 .clone()
                 .expect("weight checkpointed for the input gradient");
-            let (v0, factor) = B::feedback_matrix_parts(weight, aux.into(), kernel);
-            // s·(g ⋆ V₀) = g ⋆ (s·V₀): scale the smaller of V₀ and the input gradient.
-            let dx = if kernel.scale == ScaleKind::Unit {
-                op.x_backward::<B>(x.clone(), v0, grad.clone())
-            } else if v0.shape().num_elements() <= op.input_len::<B>(x.as_ref(), &v0, &grad) {
-                op.x_backward::<B>(x.clone(), scale_by::<B>(v0, factor), grad.clone())
-            } else {
-                scale_by::<B>(op.x_backward::<B>(x.clone(), v0, grad.clone()), factor)
+            let dx = match op {
+                LayerOp::Linear => {
+                    B::feedback_linear_x_backward(weight, aux.into(), kernel, grad.clone())
+                }
+                _ => {
+                    let parts = B::feedback_matrix_parts(weight, aux.into(), kernel);
+                    scaled_x_backward::<B>(&op, x.clone(), parts, kernel.scale, grad.clone())
+                }
             };
             grads.register::<B>(node.id, dx);
         }

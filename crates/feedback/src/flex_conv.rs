@@ -528,7 +528,7 @@ fn matmul_into(
 /// `dst` must be valid for writes of the `m·n` values its strides address (and hold them
 /// initialised if `accumulate`), and must not overlap `lhs` or `rhs`.
 #[allow(clippy::too_many_arguments)]
-unsafe fn product(
+pub(crate) unsafe fn product(
     m: usize,
     n: usize,
     k: usize,

@@ -29,12 +29,9 @@ use crate::splitmix64;
 /// Elements per parallel work item (fixed, so sums are reproducible).
 const CHUNK: usize = 1 << 14;
 
-/// Lanes of the partial sums, so the compiler can keep them in vector registers.
-const LANES: usize = 8;
-
 /// The random magnitudes of brSF, element by element.
 #[derive(Clone, Copy)]
-enum Magnitude {
+pub(crate) enum Magnitude {
     Uniform { low: f32, width: f32 },
     Normal { mean: f32, std: f32 },
 }
@@ -120,21 +117,46 @@ fn draw_key() -> u64 {
     })
 }
 
-/// Writes `v` (the feedback value for weight `w`) and, when `NORMS`, adds both squares to a
-/// lane's sums: the store every fill shares.
+/// `Σ x²` of a slice in `SQUARE_LANES` independent lanes (added in `f64` at the end), inlined
+/// into a caller compiled for the CPU's vectors. Each sum has a loop of its own: with the two
+/// sums of a fill in one loop, or interleaved with its stores, LLVM paired `W` and `V₀` lane by
+/// lane into two-wide vectors built from scalar shuffles, and the fill ran ten times slower.
 #[inline(always)]
-fn put<const NORMS: bool>(d: &mut MaybeUninit<f32>, v: f32, w: f32, sums: (&mut f32, &mut f32)) {
-    *d = MaybeUninit::new(v);
-    if NORMS {
-        *sums.0 += w * w;
-        *sums.1 += v * v;
+fn squares(x: &[f32]) -> f64 {
+    let mut lanes = [0.0f32; SQUARE_LANES];
+    let full = x.len() / SQUARE_LANES * SQUARE_LANES;
+    for block in x[..full].chunks_exact(SQUARE_LANES) {
+        for lane in 0..SQUARE_LANES {
+            lanes[lane] += block[lane] * block[lane];
+        }
     }
+    let tail: f32 = x[full..].iter().map(|v| v * v).sum();
+    // Halved in vectors down to eight lanes before the scalar f64 sum: a fill of one row of a
+    // piece (`flex_linear`) is a few hundred values, where 64 scalar additions would show.
+    let mut width = SQUARE_LANES;
+    while width > 8 {
+        width /= 2;
+        for lane in 0..width {
+            lanes[lane] += lanes[lane + width];
+        }
+    }
+    lanes[..8].iter().map(|&v| f64::from(v)).sum::<f64>() + f64::from(tail)
 }
 
-/// A fill's lane sums, added in `f64`.
-fn lane_total<const L: usize>((ww, vv): ([f32; L], [f32; L])) -> (f64, f64) {
-    let sum = |s: [f32; L]| s.iter().map(|&x| f64::from(x)).sum::<f64>();
-    (sum(ww), sum(vv))
+/// Lanes of [`squares`]: four AVX-512 vectors (eight AVX2 ones), so that the additions of one
+/// lane do not wait on each other.
+const SQUARE_LANES: usize = 64;
+
+/// `(Σ W², Σ V₀²)` of a filled chunk when `NORMS` (read back while in the first-level cache),
+/// else zeros.
+#[inline(always)]
+fn chunk_norms<const NORMS: bool>(w: &[f32], v: &[MaybeUninit<f32>]) -> (f64, f64) {
+    if !NORMS {
+        return (0.0, 0.0);
+    }
+    // SAFETY: the caller filled every value of `v`.
+    let v = unsafe { &*(v as *const [MaybeUninit<f32>] as *const [f32]) };
+    (squares(w), squares(v))
 }
 
 /// Writes `V₀ = v0(index, w, a)` for one chunk (`a` is the auxiliary tensor's chunk, or the
@@ -147,22 +169,11 @@ fn fill<const NORMS: bool>(
     start: usize,
     v0: impl Fn(usize, f32, f32) -> f32,
 ) -> (f64, f64) {
-    let (mut ww, mut vv) = ([0.0f32; LANES], [0.0f32; LANES]);
-    let mut blocks = dst
-        .chunks_exact_mut(LANES)
-        .zip(w.chunks_exact(LANES))
-        .zip(a.chunks_exact(LANES));
-    for (b, ((d, w), a)) in blocks.by_ref().enumerate() {
-        for lane in 0..LANES {
-            let v = v0(start + b * LANES + lane, w[lane], a[lane]);
-            put::<NORMS>(&mut d[lane], v, w[lane], (&mut ww[lane], &mut vv[lane]));
-        }
+    let (w, a) = (&w[..dst.len()], &a[..dst.len()]);
+    for (i, d) in dst.iter_mut().enumerate() {
+        *d = MaybeUninit::new(v0(start + i, w[i], a[i]));
     }
-    for i in dst.len() / LANES * LANES..dst.len() {
-        let v = v0(start + i, w[i], a[i]);
-        put::<NORMS>(&mut dst[i], v, w[i], (&mut ww[0], &mut vv[0]));
-    }
-    lane_total((ww, vv))
+    chunk_norms::<NORMS>(w, dst)
 }
 
 /// Runs `f` compiled for AVX-512 or AVX2 + FMA where the CPU has them (`f` is inlined into the
@@ -256,8 +267,9 @@ fn fill_best<const NORMS: bool, F: Fn(usize, f32, f32) -> f32>(
 }
 
 /// brSF's `V₀ = (low + width·u)·sign(W)` with uniform magnitudes, as [`fill`] with
-/// `Magnitude::at`, a block of [`PAIR_BLOCK`] values from eight hashes at a time (`start` is a
-/// multiple of the block, so the values depend on the flat index only).
+/// `Magnitude::at`, a block of [`PAIR_BLOCK`] values from eight hashes at a time. Values before
+/// the first multiple of the block (a part of a row that starts mid-block) and after the last
+/// whole block are drawn one by one, so the values depend on the flat index only.
 #[inline(always)]
 fn fill_uniform<const NORMS: bool>(
     dst: &mut [MaybeUninit<f32>],
@@ -266,12 +278,17 @@ fn fill_uniform<const NORMS: bool>(
     (key, low, width): (u64, f32, f32),
 ) -> (f64, f64) {
     const HALF: usize = PAIR_BLOCK / 2;
-    let (mut ww, mut vv) = ([0.0f32; PAIR_BLOCK], [0.0f32; PAIR_BLOCK]);
-    let full = dst.len() / PAIR_BLOCK * PAIR_BLOCK;
-    let first = (start / PAIR_BLOCK * HALF) as u64;
-    let blocks = dst[..full]
+    let w = &w[..dst.len()];
+    let one = |i: usize| (low + width * uniform_unit(key, start + i)) * sign(w[i]);
+    let head = (start.next_multiple_of(PAIR_BLOCK) - start).min(dst.len());
+    let full = head + (dst.len() - head) / PAIR_BLOCK * PAIR_BLOCK;
+    for (i, d) in dst[..head].iter_mut().enumerate() {
+        *d = MaybeUninit::new(one(i));
+    }
+    let first = ((start + head) / PAIR_BLOCK * HALF) as u64;
+    let blocks = dst[head..full]
         .chunks_exact_mut(PAIR_BLOCK)
-        .zip(w[..full].chunks_exact(PAIR_BLOCK));
+        .zip(w[head..full].chunks_exact(PAIR_BLOCK));
     for (b, (d, w)) in blocks.enumerate() {
         let mut u = [0.0f32; PAIR_BLOCK];
         for k in 0..HALF {
@@ -280,15 +297,13 @@ fn fill_uniform<const NORMS: bool>(
             u[k + HALF] = unit(bits << 24);
         }
         for lane in 0..PAIR_BLOCK {
-            let v = (low + width * u[lane]) * sign(w[lane]);
-            put::<NORMS>(&mut d[lane], v, w[lane], (&mut ww[lane], &mut vv[lane]));
+            d[lane] = MaybeUninit::new((low + width * u[lane]) * sign(w[lane]));
         }
     }
-    for i in full..dst.len() {
-        let v = (low + width * uniform_unit(key, start + i)) * sign(w[i]);
-        put::<NORMS>(&mut dst[i], v, w[i], (&mut ww[0], &mut vv[0]));
+    for (i, d) in dst.iter_mut().enumerate().skip(full) {
+        *d = MaybeUninit::new(one(i));
     }
-    lane_total((ww, vv))
+    chunk_norms::<NORMS>(w, dst)
 }
 
 /// [`fill_uniform`] compiled for AVX-512 or AVX2 + FMA where the CPU has them.
@@ -330,6 +345,96 @@ fn fill_uniform_best<const NORMS: bool>(
     fill_uniform::<NORMS>(dst, w, start, stream)
 }
 
+/// How each element of `V₀` is formed from `W` (and the auxiliary tensor), resolved once per
+/// backward: brSF's stream key is drawn here, so every part of one `V₀` uses the same one.
+#[derive(Clone, Copy)]
+pub(crate) enum Formation {
+    /// `V₀ = W`.
+    Weight,
+    /// `V₀ = aux`.
+    Given,
+    /// `V₀ = sign(W)`.
+    Sign,
+    /// `V₀ = M∘sign(W)`, `M` the auxiliary tensor.
+    MaskedSign,
+    /// `V₀ = (low + width·u)·sign(W)`, `u` uniform from the stream `key`, two values per hash.
+    Uniform { key: u64, low: f32, width: f32 },
+    /// `V₀ = m·sign(W)`, `m` from the stream `key`, one value per hash.
+    Random { key: u64, magnitude: Magnitude },
+}
+
+impl Formation {
+    /// The formation of `form`, drawing brSF's key (from the thread's random scope or the
+    /// device generator); `None` for a distribution without a counter-based sampler.
+    pub(crate) fn new(form: FeedbackForm) -> Option<Self> {
+        Some(match form {
+            FeedbackForm::Weight => Self::Weight,
+            FeedbackForm::Given => Self::Given,
+            FeedbackForm::Sign => Self::Sign,
+            FeedbackForm::MaskedSign => Self::MaskedSign,
+            FeedbackForm::RandomMaskedSign(d) => match Magnitude::new(d)? {
+                Magnitude::Uniform { low, width } => Self::Uniform {
+                    key: draw_key(),
+                    low,
+                    width,
+                },
+                magnitude => Self::Random {
+                    key: draw_key(),
+                    magnitude,
+                },
+            },
+        })
+    }
+
+    /// Whether [`fill`](Self::fill) reads the auxiliary tensor.
+    pub(crate) fn needs_aux(self) -> bool {
+        matches!(self, Self::Given | Self::MaskedSign)
+    }
+
+    /// Writes `V₀` at the flat positions `start..start + dst.len()` of `W` (`w` and `aux` hold
+    /// those positions of `W` and the auxiliary tensor; `aux` is required where
+    /// [`needs_aux`](Self::needs_aux)); returns `(Σ W², Σ V₀²)` over them when `norms`, else
+    /// zeros. The values depend on the flat positions only, not on how a tensor is cut.
+    pub(crate) fn fill(
+        self,
+        norms: bool,
+        dst: &mut [MaybeUninit<f32>],
+        w: &[f32],
+        aux: Option<&[f32]>,
+        start: usize,
+    ) -> (f64, f64) {
+        let a = match (self.needs_aux(), aux) {
+            (true, Some(a)) => a,
+            (true, None) => panic!("the feedback formation needs its auxiliary tensor"),
+            (false, _) => w,
+        };
+        macro_rules! fill_with {
+            ($f:expr) => {
+                if norms {
+                    fill_best::<true, _>(dst, w, a, start, $f)
+                } else {
+                    fill_best::<false, _>(dst, w, a, start, $f)
+                }
+            };
+        }
+        match self {
+            Self::Weight => fill_with!(|_, w, _| w),
+            Self::Given => fill_with!(|_, _, a| a),
+            Self::Sign => fill_with!(|_, w, _| sign(w)),
+            Self::MaskedSign => fill_with!(|_, w, a| a * sign(w)),
+            Self::Uniform { key, low, width } => {
+                let stream = (key, low, width);
+                if norms {
+                    fill_uniform_best::<true>(dst, w, start, stream)
+                } else {
+                    fill_uniform_best::<false>(dst, w, start, stream)
+                }
+            }
+            Self::Random { key, magnitude } => fill_with!(|i, w, _| magnitude.at(key, i) * sign(w)),
+        }
+    }
+}
+
 /// `(Σ W², Σ V₀²)` without writing anything, for `V₀` an existing tensor.
 fn norms(w: &[f32], v: &[f32]) -> (f64, f64) {
     let sums: Vec<(f64, f64)> = w
@@ -338,29 +443,14 @@ fn norms(w: &[f32], v: &[f32]) -> (f64, f64) {
         .map(|(w, v)| {
             with_best_simd(
                 #[inline(always)]
-                || {
-                    let (mut ww, mut vv) = ([0.0f32; LANES], [0.0f32; LANES]);
-                    for (w, v) in w.chunks_exact(LANES).zip(v.chunks_exact(LANES)) {
-                        for lane in 0..LANES {
-                            ww[lane] += w[lane] * w[lane];
-                            vv[lane] += v[lane] * v[lane];
-                        }
-                    }
-                    let tail = w.len() / LANES * LANES;
-                    for (x, y) in w[tail..].iter().zip(&v[tail..]) {
-                        ww[0] += x * x;
-                        vv[0] += y * y;
-                    }
-                    let sum = |s: [f32; LANES]| s.iter().map(|&x| f64::from(x)).sum::<f64>();
-                    (sum(ww), sum(vv))
-                },
+                || (squares(w), squares(v)),
             )
         })
         .collect();
     total(&sums)
 }
 
-fn total(sums: &[(f64, f64)]) -> (f64, f64) {
+pub(crate) fn total(sums: &[(f64, f64)]) -> (f64, f64) {
     sums.iter()
         .fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y))
 }
@@ -384,10 +474,7 @@ pub(crate) fn feedback_matrix_parts(
         _ => None,
     };
     let aux = aux_tensor.map(|a| a.as_slice::<f32>().expect("checked above"));
-    let magnitude = match kernel.form {
-        FeedbackForm::RandomMaskedSign(d) => Some(Magnitude::new(d)?),
-        _ => None,
-    };
+    let norms = kernel.scale == ScaleKind::MatchNorm;
     let (v0, (ww, vv)) = match kernel.form {
         // V₀ is a tensor we already hold: only its norm is needed, and only for MatchNorm.
         FeedbackForm::Weight | FeedbackForm::Given => {
@@ -395,15 +482,15 @@ pub(crate) fn feedback_matrix_parts(
                 Some(a) => (a.clone(), aux.expect("checked above")),
                 None => (weight.clone(), w),
             };
-            let sums = match kernel.scale {
-                ScaleKind::MatchNorm => norms(w, values),
-                _ => (0.0, 0.0),
+            let sums = if norms {
+                self::norms(w, values)
+            } else {
+                (0.0, 0.0)
             };
             (v0, sums)
         }
         FeedbackForm::Sign | FeedbackForm::MaskedSign | FeedbackForm::RandomMaskedSign(_) => {
-            let key = magnitude.map(|_| draw_key()).unwrap_or(0);
-            let norms = kernel.scale == ScaleKind::MatchNorm;
+            let formation = Formation::new(kernel.form)?;
             // Every element is written below: no zeroing pass.
             let mut out: Vec<f32> = Vec::with_capacity(w.len());
             let sums: Vec<(f64, f64)> = out.spare_capacity_mut()[..w.len()]
@@ -412,32 +499,8 @@ pub(crate) fn feedback_matrix_parts(
                 .map(|(c, dst)| {
                     let start = c * CHUNK;
                     let range = start..start + dst.len();
-                    let ws = &w[range.clone()];
-                    let aux = aux.map_or(ws, |a| &a[range]);
-                    macro_rules! fill_with {
-                        ($f:expr) => {
-                            if norms {
-                                fill_best::<true, _>(dst, ws, aux, start, $f)
-                            } else {
-                                fill_best::<false, _>(dst, ws, aux, start, $f)
-                            }
-                        };
-                    }
-                    match (kernel.form, magnitude) {
-                        (FeedbackForm::MaskedSign, _) => fill_with!(|_, w, a| a * sign(w)),
-                        (_, Some(Magnitude::Uniform { low, width })) => {
-                            let stream = (key, low, width);
-                            if norms {
-                                fill_uniform_best::<true>(dst, ws, start, stream)
-                            } else {
-                                fill_uniform_best::<false>(dst, ws, start, stream)
-                            }
-                        }
-                        (FeedbackForm::RandomMaskedSign(_), Some(m)) => {
-                            fill_with!(|i, w, _| m.at(key, i) * sign(w))
-                        }
-                        _ => fill_with!(|_, w, _| sign(w)),
-                    }
+                    let a = aux.map(|a| &a[range.clone()]);
+                    formation.fill(norms, dst, &w[range], a, start)
                 })
                 .collect();
             // SAFETY: `fill` initialised all `w.len()` elements of the spare capacity.
@@ -456,7 +519,7 @@ pub(crate) fn feedback_matrix_parts(
     Some((v0, factor))
 }
 
-// The pair blocks must not straddle chunks: each chunk starts a block.
+// Each chunk starts a pair block, so whole tensors take no value one by one but the tail.
 const _: () = assert!(CHUNK.is_multiple_of(PAIR_BLOCK));
 
 #[cfg(test)]
@@ -476,6 +539,10 @@ mod tests {
             (CHUNK, 5),
             (48, 100),
             (2 * CHUNK, 16 * 9 + 15),
+            // Starts inside a pair block: a head drawn one by one, then whole blocks.
+            (5, 3),
+            (7, 60),
+            (CHUNK + 13, 16 * 4 + 9),
         ] {
             let w: Vec<f32> = (0..len).map(|i| (i % 5) as f32 - 2.0).collect();
             let mut dst = vec![MaybeUninit::new(f32::NAN); len];

@@ -9,6 +9,8 @@ mod flex_adam;
 #[cfg(feature = "flex")]
 mod flex_conv;
 #[cfg(feature = "flex")]
+mod flex_linear;
+#[cfg(feature = "flex")]
 mod flex_norm;
 #[cfg(feature = "flex")]
 mod flex_pool;

@@ -1,11 +1,11 @@
 use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::{Initializer, Linear, LinearConfig};
-use burn::tensor::module::linear;
 use burn::tensor::{Device, Tensor};
 
 use super::common::{active_kernel, aux_for};
 use super::{FeedbackLayer, impl_feedback_layer, with_rule};
+use crate::backend::FeedbackKernel;
 use crate::ops::{check_linear_input, linear_with};
 use crate::{FeedbackConfig, FeedbackError, FeedbackRule};
 
@@ -109,7 +109,9 @@ impl FeedbackLinear {
         let weight = self.weight.val();
         let bias = self.bias.as_ref().map(|b| b.val());
         match active_kernel(&self.settings, self.fans()) {
-            None => linear(input, weight, bias),
+            // Backpropagation through the same op (`V = W`): on Flex its input gradient gets the
+            // extension's kernel, as every rule's does (see `flex_linear`).
+            None => linear_with(input, weight, bias, None, FeedbackKernel::WEIGHT),
             Some(kernel) => {
                 let aux = aux_for(&kernel, &self.settings, &self.weight, &self.feedback);
                 linear_with(input, weight, bias, aux, kernel)
