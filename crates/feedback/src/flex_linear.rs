@@ -41,10 +41,7 @@ const SERIAL_WORK: usize = 1 << 18;
 /// `dx`'s columns per part (`columns > 0`): about [`PARTS`] parts, a multiple of 16 (whole
 /// vectors), at most [`PART_MAX`].
 fn part_width(columns: usize) -> usize {
-    columns
-        .div_ceil(PARTS)
-        .next_multiple_of(16)
-        .min(PART_MAX)
+    columns.div_ceil(PARTS).next_multiple_of(16).min(PART_MAX)
 }
 
 /// Asks for the cache lines of `values` in the second-level cache, without waiting for them.

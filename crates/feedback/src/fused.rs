@@ -278,12 +278,23 @@ fn fill_uniform<const NORMS: bool>(
     (key, low, width): (u64, f32, f32),
 ) -> (f64, f64) {
     const HALF: usize = PAIR_BLOCK / 2;
+    // The sums stay in the block loop here: written apart (as in `fill`), LLVM vectorised the
+    // loop across blocks with gathers, and brSF's pass cost twice as much.
+    let (mut ww, mut vv) = ([0.0f32; PAIR_BLOCK], [0.0f32; PAIR_BLOCK]);
+    let put = |d: &mut MaybeUninit<f32>, v: f32, w: f32, (sw, sv): (&mut f32, &mut f32)| {
+        *d = MaybeUninit::new(v);
+        if NORMS {
+            *sw += w * w;
+            *sv += v * v;
+        }
+    };
     let w = &w[..dst.len()];
     let one = |i: usize| (low + width * uniform_unit(key, start + i)) * sign(w[i]);
     let head = (start.next_multiple_of(PAIR_BLOCK) - start).min(dst.len());
     let full = head + (dst.len() - head) / PAIR_BLOCK * PAIR_BLOCK;
+    let (mut tw, mut tv) = (0.0f32, 0.0f32);
     for (i, d) in dst[..head].iter_mut().enumerate() {
-        *d = MaybeUninit::new(one(i));
+        put(d, one(i), w[i], (&mut tw, &mut tv));
     }
     let first = ((start + head) / PAIR_BLOCK * HALF) as u64;
     let blocks = dst[head..full]
@@ -297,13 +308,16 @@ fn fill_uniform<const NORMS: bool>(
             u[k + HALF] = unit(bits << 24);
         }
         for lane in 0..PAIR_BLOCK {
-            d[lane] = MaybeUninit::new((low + width * u[lane]) * sign(w[lane]));
+            let v = (low + width * u[lane]) * sign(w[lane]);
+            put(&mut d[lane], v, w[lane], (&mut ww[lane], &mut vv[lane]));
         }
     }
     for (i, d) in dst.iter_mut().enumerate().skip(full) {
-        *d = MaybeUninit::new(one(i));
+        put(d, one(i), w[i], (&mut tw, &mut tv));
     }
-    chunk_norms::<NORMS>(w, dst)
+    let sum =
+        |s: [f32; PAIR_BLOCK], t: f32| s.iter().map(|&x| f64::from(x)).sum::<f64>() + f64::from(t);
+    (sum(ww, tw), sum(vv, tv))
 }
 
 /// [`fill_uniform`] compiled for AVX-512 or AVX2 + FMA where the CPU has them.
