@@ -6,7 +6,9 @@
 //! every layer each time is pure repetition (for ResNet-18, 11 million values per backward, about
 //! 5 % of an FGSM call). Inside [`frozen_weights`] the Flex backend keeps each `V` it forms and
 //! hands it out again for the same weight. brSF, which redraws its magnitudes at every backward
-//! by definition, is never reused.
+//! by definition, is never reused. Linear layers do not use the store: on Flex their input
+//! gradient forms `V` piece by piece beside its product, which costs what copying a stored `V`
+//! would.
 //!
 //! Why a stored `V` cannot go stale: an entry holds a handle on the weight's storage, so no other
 //! tensor can take its address while the entry lives, and Flex changes a tensor's values in place
