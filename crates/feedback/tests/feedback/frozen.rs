@@ -34,6 +34,15 @@ fn conv_layer(rule: FeedbackRule, device: &Device) -> FeedbackConv2d {
         .init(device)
 }
 
+/// A seeded Flex autodiff device with an input `x` and an output weighting `r` for [`layer`].
+fn linear_inputs(seed: u64) -> (Device, Tensor<2>, Tensor<2>) {
+    let device = Device::flex().autodiff();
+    device.seed(seed);
+    let x = random::<2>([4, 6], &device);
+    let r = random::<2>([4, 5], &device);
+    (device, x, r)
+}
+
 /// The input gradient of `sum(layer(x) ∘ r)`.
 fn dx(layer: &FeedbackLinear, x: &Tensor<2>, r: &Tensor<2>) -> Tensor<2> {
     let x = x.clone().detach().require_grad();
@@ -110,10 +119,7 @@ fn frozen_weights_reuse_feedback_without_changing_gradients() {
 #[test]
 fn frozen_weights_leave_linear_gradients_unchanged() {
     let _serial = serial();
-    let device = Device::flex().autodiff();
-    device.seed(23);
-    let x = random::<2>([4, 6], &device);
-    let r = random::<2>([4, 5], &device);
+    let (device, x, r) = linear_inputs(23);
     for rule in [
         FeedbackRule::Bp,
         FeedbackRule::USf,
@@ -139,10 +145,7 @@ fn frozen_weights_leave_linear_gradients_unchanged() {
 #[test]
 fn frozen_weights_still_redraw_brsf() {
     let _serial = serial();
-    let device = Device::flex().autodiff();
-    device.seed(22);
-    let x = random::<2>([4, 6], &device);
-    let r = random::<2>([4, 5], &device);
+    let (device, x, r) = linear_inputs(22);
     let net = layer(FeedbackRule::BrSf, &device);
     frozen_weights(|| {
         let (a, b) = (dx(&net, &x, &r), dx(&net, &x, &r));
