@@ -320,7 +320,8 @@ fn fill_uniform<const NORMS: bool>(
     (sum(ww, tw), sum(vv, tv))
 }
 
-/// [`fill_uniform`] compiled for AVX-512 or AVX2 + FMA where the CPU has them.
+/// [`fill_uniform`] compiled for AVX-512 or AVX2 + FMA where the CPU has them (it takes no
+/// closure, so [`with_best_simd`] inlines it whole into the clone).
 #[inline(always)]
 fn fill_uniform_best<const NORMS: bool>(
     dst: &mut [MaybeUninit<f32>],
@@ -328,35 +329,10 @@ fn fill_uniform_best<const NORMS: bool>(
     start: usize,
     stream: (u64, f32, f32),
 ) -> (f64, f64) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx512f,avx512dq,avx512vl,avx512bw,avx2,fma")]
-        fn v4<const N: bool>(
-            dst: &mut [MaybeUninit<f32>],
-            w: &[f32],
-            start: usize,
-            stream: (u64, f32, f32),
-        ) -> (f64, f64) {
-            fill_uniform::<N>(dst, w, start, stream)
-        }
-        #[target_feature(enable = "avx2,fma")]
-        fn v3<const N: bool>(
-            dst: &mut [MaybeUninit<f32>],
-            w: &[f32],
-            start: usize,
-            stream: (u64, f32, f32),
-        ) -> (f64, f64) {
-            fill_uniform::<N>(dst, w, start, stream)
-        }
-        match simd_level() {
-            // SAFETY: the CPU has every feature `v4` is compiled for.
-            SimdLevel::V4 => return unsafe { v4::<NORMS>(dst, w, start, stream) },
-            // SAFETY: the CPU has every feature `v3` is compiled for.
-            SimdLevel::V3 => return unsafe { v3::<NORMS>(dst, w, start, stream) },
-            SimdLevel::Baseline => {}
-        }
-    }
-    fill_uniform::<NORMS>(dst, w, start, stream)
+    with_best_simd(
+        #[inline(always)]
+        || fill_uniform::<NORMS>(dst, w, start, stream),
+    )
 }
 
 /// How each element of `V₀` is formed from `W` (and the auxiliary tensor), resolved once per
