@@ -6,10 +6,12 @@
 //! 1024 × 1024 linear layer that is 7 % (uSF) to 50 % (brSF) on top of backpropagation's backward.
 //! Here each element is read once and `V₀` written once while both norms accumulate (the scale is
 //! returned apart, for the backward to apply to whichever of `V` and the input gradient is
-//! smaller); brSF's magnitudes come from a counter-based SplitMix64 stream keyed by one draw of
-//! the thread's random scope (or the device generator), so the seed fixes them and the chunks
-//! can run in parallel; uniform ones take two 24-bit values from each hash, which makes the pass
-//! as cheap as plain sign-symmetry's (a hash per value had made it about twice as dear).
+//! smaller); brSF's magnitudes come from a counter-based stream keyed by one draw of the
+//! thread's random scope (or the device generator), so the seed fixes them and the chunks can run
+//! in parallel. Uniform magnitudes (the default) hash each position with 32-bit multiplies, which
+//! vectorise twice as wide as 64-bit ones and exist on AVX2 (the 64-bit SplitMix64 pair it
+//! replaced, two 24-bit values per hash, cost 0.61 ns per value here against 0.23–0.28 ns);
+//! normal ones keep SplitMix64 (two uniforms per Box–Muller draw).
 //! Chunks have a fixed size and their sums are added in order: the result does not depend on the
 //! number of threads.
 
@@ -84,19 +86,39 @@ fn unit(bits: u64) -> f32 {
     ((bits >> 40) as i32) as f32 * (1.0 / (1u64 << 24) as f32)
 }
 
-/// Values a block of [`fill_uniform`] covers: two per hash, so the hash (two 64-bit multiplies,
-/// the whole cost of brSF's pass over plain sign-symmetry) runs once per two weights.
-const PAIR_BLOCK: usize = 16;
+/// lowbias32 (C. Wellons' integer hash search): a bijection of `u32` whose output bits each flip
+/// with probability close to ½ when any input bit flips.
+#[inline(always)]
+fn mix32(mut x: u32) -> u32 {
+    x ^= x >> 16;
+    x = x.wrapping_mul(0x7feb_352d);
+    x ^= x >> 15;
+    x = x.wrapping_mul(0x846c_a68b);
+    x ^ (x >> 16)
+}
 
-/// The uniform value in [0, 1) at position `index` of the stream `key`: lane `j` of block
-/// `index / 16` takes the top 24 bits of hash `8·block + j` for `j < 8`, and the next 24 bits of
-/// hash `8·block + j − 8` for the others.
+/// The constants of the uniform stream `key` for positions whose top 32 bits are `high`: an odd
+/// multiplier of the position and a word it is xor-ed with, both from the whole (mixed) key, so
+/// two keys differ by more than a reordering of the same values.
+#[inline(always)]
+fn stream32(key: u64, high: u32) -> (u32, u32) {
+    let mixed = splitmix64(key);
+    let high = mix32(high.wrapping_mul(0x9e37_79b9));
+    ((mixed as u32) | 1, (mixed >> 32) as u32 ^ high)
+}
+
+/// The top 24 bits of `bits` as a value in [0, 1): every value is exactly representable.
+#[inline(always)]
+fn unit32(bits: u32) -> f32 {
+    ((bits >> 8) as i32) as f32 * (1.0 / (1u32 << 24) as f32)
+}
+
+/// The uniform value in [0, 1) at position `index` of the stream `key`:
+/// `mix32(a·index ^ k)` on the low 32 bits of `index`, `(a, k)` from [`stream32`].
 #[inline(always)]
 fn uniform_unit(key: u64, index: usize) -> f32 {
-    let (block, lane) = (index / PAIR_BLOCK, index % PAIR_BLOCK);
-    let half = PAIR_BLOCK / 2;
-    let bits = hash(key, (block * half + lane % half) as u64);
-    unit(if lane < half { bits } else { bits << 24 })
+    let (a, k) = stream32(key, (index as u64 >> 32) as u32);
+    unit32(mix32((index as u32).wrapping_mul(a) ^ k))
 }
 
 /// A key for brSF's stream: from this thread's [`RandomScope`](crate::random::RandomScope) when
@@ -117,12 +139,29 @@ fn draw_key() -> u64 {
     })
 }
 
-/// `Σ x²` of a slice in `SQUARE_LANES` independent lanes (added in `f64` at the end), inlined
-/// into a caller compiled for the CPU's vectors. Each sum has a loop of its own: with the two
-/// sums of a fill in one loop, or interleaved with its stores, LLVM paired `W` and `V₀` lane by
-/// lane into two-wide vectors built from scalar shuffles, and the fill ran ten times slower.
+/// `Σ x²` of a slice in `SQUARE_LANES` independent lanes (added in `f64` at the end). Each sum
+/// has a loop of its own: with the two sums of a fill in one loop, or interleaved with its
+/// stores, LLVM paired `W` and `V₀` lane by lane into two-wide vectors built from scalar
+/// shuffles, and the fill ran ten times slower. On x86-64 the lanes are explicit AVX-512 or AVX2
+/// registers: left to LLVM, they stayed in registers in some callers and went through the stack
+/// at every block in others (brSF's fill: `Σ x²` at 0.17 ns per value instead of 0.02), which
+/// moved with unrelated code. The three versions add in the same order: the same bits.
 #[inline(always)]
 fn squares(x: &[f32]) -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    match simd_level() {
+        // SAFETY: the CPU has AVX-512F, AVX2 and FMA.
+        SimdLevel::V4 => return unsafe { squares_avx512(x) },
+        // SAFETY: the CPU has AVX2 and FMA.
+        SimdLevel::V3 => return unsafe { squares_avx2(x) },
+        SimdLevel::Baseline => {}
+    }
+    squares_portable(x)
+}
+
+/// [`squares`] in portable code.
+#[inline(always)]
+fn squares_portable(x: &[f32]) -> f64 {
     let mut lanes = [0.0f32; SQUARE_LANES];
     let full = x.len() / SQUARE_LANES * SQUARE_LANES;
     for block in x[..full].chunks_exact(SQUARE_LANES) {
@@ -130,9 +169,8 @@ fn squares(x: &[f32]) -> f64 {
             lanes[lane] += block[lane] * block[lane];
         }
     }
-    let tail: f32 = x[full..].iter().map(|v| v * v).sum();
-    // Halved in vectors down to eight lanes before the scalar f64 sum: a fill of one row of a
-    // piece (`flex_linear`) is a few hundred values, where 64 scalar additions would show.
+    // Halved down to eight lanes before the scalar f64 sum: a fill of one row of a piece
+    // (`flex_linear`) is a few hundred values, where 64 scalar additions would show.
     let mut width = SQUARE_LANES;
     while width > 8 {
         width /= 2;
@@ -140,7 +178,66 @@ fn squares(x: &[f32]) -> f64 {
             lanes[lane] += lanes[lane + width];
         }
     }
-    lanes[..8].iter().map(|&v| f64::from(v)).sum::<f64>() + f64::from(tail)
+    eight_lanes(&lanes[..8], &x[full..])
+}
+
+/// The f64 total of eight lanes and the squares of the values after the last whole block.
+#[inline(always)]
+fn eight_lanes(lanes: &[f32], tail: &[f32]) -> f64 {
+    let tail: f32 = tail.iter().map(|v| v * v).sum();
+    lanes.iter().map(|&v| f64::from(v)).sum::<f64>() + f64::from(tail)
+}
+
+/// [`squares`] with lanes `16j..16j + 16` in AVX-512 register `j`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn squares_avx512(x: &[f32]) -> f64 {
+    use core::arch::x86_64::*;
+    let full = x.len() / SQUARE_LANES * SQUARE_LANES;
+    let mut a = [_mm512_setzero_ps(); 4];
+    for block in x[..full].chunks_exact(SQUARE_LANES) {
+        for (j, a) in a.iter_mut().enumerate() {
+            // SAFETY: `block` holds 64 values, so 16 from `16j` are in bounds.
+            let v = unsafe { _mm512_loadu_ps(block.as_ptr().add(16 * j)) };
+            *a = _mm512_add_ps(*a, _mm512_mul_ps(v, v));
+        }
+    }
+    // 64 → 32 → 16 → 8 lanes, as the portable halving.
+    let (a0, a1) = (_mm512_add_ps(a[0], a[2]), _mm512_add_ps(a[1], a[3]));
+    let a0 = _mm512_add_ps(a0, a1);
+    let low = _mm512_castps512_ps256(a0);
+    let high = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(a0)));
+    let mut lanes = [0.0f32; 8];
+    // SAFETY: `lanes` holds eight values.
+    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), _mm256_add_ps(low, high)) };
+    eight_lanes(&lanes, &x[full..])
+}
+
+/// [`squares`] with lanes `8j..8j + 8` in AVX register `j`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn squares_avx2(x: &[f32]) -> f64 {
+    use core::arch::x86_64::*;
+    let full = x.len() / SQUARE_LANES * SQUARE_LANES;
+    let mut a = [_mm256_setzero_ps(); 8];
+    for block in x[..full].chunks_exact(SQUARE_LANES) {
+        for (j, a) in a.iter_mut().enumerate() {
+            // SAFETY: `block` holds 64 values, so 8 from `8j` are in bounds.
+            let v = unsafe { _mm256_loadu_ps(block.as_ptr().add(8 * j)) };
+            *a = _mm256_add_ps(*a, _mm256_mul_ps(v, v));
+        }
+    }
+    // 64 → 32 → 16 → 8 lanes, as the portable halving.
+    for j in 0..4 {
+        a[j] = _mm256_add_ps(a[j], a[j + 4]);
+    }
+    for j in 0..2 {
+        a[j] = _mm256_add_ps(a[j], a[j + 2]);
+    }
+    let mut lanes = [0.0f32; 8];
+    // SAFETY: `lanes` holds eight values.
+    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), _mm256_add_ps(a[0], a[1])) };
+    eight_lanes(&lanes, &x[full..])
 }
 
 /// Lanes of [`squares`]: four AVX-512 vectors (eight AVX2 ones), so that the additions of one
@@ -267,9 +364,7 @@ fn fill_best<const NORMS: bool, F: Fn(usize, f32, f32) -> f32>(
 }
 
 /// brSF's `V₀ = (low + width·u)·sign(W)` with uniform magnitudes, as [`fill`] with
-/// `Magnitude::at`, a block of [`PAIR_BLOCK`] values from eight hashes at a time. Values before
-/// the first multiple of the block (a part of a row that starts mid-block) and after the last
-/// whole block are drawn one by one, so the values depend on the flat index only.
+/// `Magnitude::at`, for positions that share their top 32 bits.
 #[inline(always)]
 fn fill_uniform<const NORMS: bool>(
     dst: &mut [MaybeUninit<f32>],
@@ -277,51 +372,25 @@ fn fill_uniform<const NORMS: bool>(
     start: usize,
     (key, low, width): (u64, f32, f32),
 ) -> (f64, f64) {
-    const HALF: usize = PAIR_BLOCK / 2;
-    // The sums stay in the block loop here: written apart (as in `fill`), LLVM vectorised the
-    // loop across blocks with gathers, and brSF's pass cost twice as much.
-    let (mut ww, mut vv) = ([0.0f32; PAIR_BLOCK], [0.0f32; PAIR_BLOCK]);
-    let put = |d: &mut MaybeUninit<f32>, v: f32, w: f32, (sw, sv): (&mut f32, &mut f32)| {
-        *d = MaybeUninit::new(v);
-        if NORMS {
-            *sw += w * w;
-            *sv += v * v;
-        }
-    };
     let w = &w[..dst.len()];
-    let one = |i: usize| (low + width * uniform_unit(key, start + i)) * sign(w[i]);
-    let head = (start.next_multiple_of(PAIR_BLOCK) - start).min(dst.len());
-    let full = head + (dst.len() - head) / PAIR_BLOCK * PAIR_BLOCK;
-    let (mut tw, mut tv) = (0.0f32, 0.0f32);
-    for (i, d) in dst[..head].iter_mut().enumerate() {
-        put(d, one(i), w[i], (&mut tw, &mut tv));
+    let (a, k) = stream32(key, (start as u64 >> 32) as u32);
+    let first = start as u32;
+    let value = |i: usize, w: f32| {
+        let u = unit32(mix32(first.wrapping_add(i as u32).wrapping_mul(a) ^ k));
+        (low + width * u) * sign(w)
+    };
+    // One flat loop, the sums apart (see `squares`): the sums kept in lanes inside this loop
+    // went through the stack between blocks, and at some stack offsets each block waited on its
+    // reload (a quarter of the pass's speed, depending on unrelated code).
+    for (i, (d, &w)) in dst.iter_mut().zip(w).enumerate() {
+        *d = MaybeUninit::new(value(i, w));
     }
-    let first = ((start + head) / PAIR_BLOCK * HALF) as u64;
-    let blocks = dst[head..full]
-        .chunks_exact_mut(PAIR_BLOCK)
-        .zip(w[head..full].chunks_exact(PAIR_BLOCK));
-    for (b, (d, w)) in blocks.enumerate() {
-        let mut u = [0.0f32; PAIR_BLOCK];
-        for k in 0..HALF {
-            let bits = hash(key, first + (b * HALF + k) as u64);
-            u[k] = unit(bits);
-            u[k + HALF] = unit(bits << 24);
-        }
-        for lane in 0..PAIR_BLOCK {
-            let v = (low + width * u[lane]) * sign(w[lane]);
-            put(&mut d[lane], v, w[lane], (&mut ww[lane], &mut vv[lane]));
-        }
-    }
-    for (i, d) in dst.iter_mut().enumerate().skip(full) {
-        put(d, one(i), w[i], (&mut tw, &mut tv));
-    }
-    let sum =
-        |s: [f32; PAIR_BLOCK], t: f32| s.iter().map(|&x| f64::from(x)).sum::<f64>() + f64::from(t);
-    (sum(ww, tw), sum(vv, tv))
+    chunk_norms::<NORMS>(w, dst)
 }
 
 /// [`fill_uniform`] compiled for AVX-512 or AVX2 + FMA where the CPU has them (it takes no
-/// closure, so [`with_best_simd`] inlines it whole into the clone).
+/// closure, so [`with_best_simd`] inlines it whole into the clone; it must not recurse, or it
+/// stays a baseline function of its own).
 #[inline(always)]
 fn fill_uniform_best<const NORMS: bool>(
     dst: &mut [MaybeUninit<f32>],
@@ -329,6 +398,18 @@ fn fill_uniform_best<const NORMS: bool>(
     start: usize,
     stream: (u64, f32, f32),
 ) -> (f64, f64) {
+    // The stream's constants depend on the positions' top 32 bits: a range across a multiple of
+    // 2³² is filled in two calls.
+    let end = start + dst.len();
+    if !dst.is_empty() && (start as u64 >> 32) != ((end - 1) as u64 >> 32) {
+        let cut = (((start as u64 >> 32) + 1) << 32) as usize - start;
+        let (d0, d1) = dst.split_at_mut(cut);
+        let (a, b) = (
+            fill_uniform_best::<NORMS>(d0, &w[..cut], start, stream),
+            fill_uniform_best::<NORMS>(d1, &w[cut..], start + cut, stream),
+        );
+        return (a.0 + b.0, a.1 + b.1);
+    }
     with_best_simd(
         #[inline(always)]
         || fill_uniform::<NORMS>(dst, w, start, stream),
@@ -347,7 +428,7 @@ pub(crate) enum Formation {
     Sign,
     /// `V₀ = M∘sign(W)`, `M` the auxiliary tensor.
     MaskedSign,
-    /// `V₀ = (low + width·u)·sign(W)`, `u` uniform from the stream `key`, two values per hash.
+    /// `V₀ = (low + width·u)·sign(W)`, `u` uniform from the stream `key`, a 32-bit hash each.
     Uniform { key: u64, low: f32, width: f32 },
     /// `V₀ = m·sign(W)`, `m` from the stream `key`, one value per hash.
     Random { key: u64, magnitude: Magnitude },
@@ -509,30 +590,30 @@ pub(crate) fn feedback_matrix_parts(
     Some((v0, factor))
 }
 
-// Each chunk starts a pair block, so whole tensors take no value one by one but the tail.
-const _: () = assert!(CHUNK.is_multiple_of(PAIR_BLOCK));
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// The blocked fill (eight hashes for sixteen values, on the CPU's best vectors) against
-    /// `Magnitude::at` element by element, over starts and lengths with and without a tail, and
+    /// The blocked fill (on the CPU's best vectors) against `Magnitude::at` element by element,
+    /// over starts and lengths with and without a tail, across a multiple of 2³² positions, and
     /// with the norms it returns.
     #[test]
-    fn uniform_pairs_match_the_per_element_stream() {
+    fn uniform_fill_matches_the_per_element_stream() {
         let (key, low, width) = (0x1234_5678_9abc_def0, 0.5, 1.5);
         let magnitude = Magnitude::Uniform { low, width };
+        let wrap = 1usize << 32;
         for (start, len) in [
             (0, 16),
             (0, 37),
             (CHUNK, 5),
             (48, 100),
             (2 * CHUNK, 16 * 9 + 15),
-            // Starts inside a pair block: a head drawn one by one, then whole blocks.
             (5, 3),
             (7, 60),
             (CHUNK + 13, 16 * 4 + 9),
+            // Across position 2³², where the stream's constants change.
+            (wrap - 21, 16 * 3),
+            (wrap, 40),
         ] {
             let w: Vec<f32> = (0..len).map(|i| (i % 5) as f32 - 2.0).collect();
             let mut dst = vec![MaybeUninit::new(f32::NAN); len];
@@ -555,35 +636,83 @@ mod tests {
         }
     }
 
-    /// The two values a hash gives (lanes `j` and `j + 8` of a block) are uncorrelated, and
-    /// neither repeats the other.
+    /// The AVX-512 and AVX2 sums of squares give the portable loop's bits, on lengths with and
+    /// without whole blocks and tails.
     #[test]
-    fn the_two_halves_of_a_hash_are_uncorrelated() {
-        let key = 42;
-        let (a, b): (Vec<f64>, Vec<f64>) = (0..40_000)
-            .map(|i| (i / 8 * 16 + i % 8, i / 8 * 16 + i % 8 + 8))
-            .map(|(x, y)| {
-                (
-                    f64::from(uniform_unit(key, x)),
-                    f64::from(uniform_unit(key, y)),
-                )
-            })
-            .unzip();
+    fn squares_agree_bit_for_bit() {
+        for len in [0, 5, 63, 64, 65, 200, 4096 + 37] {
+            let x: Vec<f32> = (0..len)
+                .map(|i| ((i * 7919 % 1013) as f32 - 506.0) * 1e-3)
+                .collect();
+            let want = squares_portable(&x);
+            let close: f64 = x.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
+            assert!(
+                (want - close).abs() <= 1e-5 * close.max(1e-30),
+                "{want} vs {close}"
+            );
+            #[cfg(target_arch = "x86_64")]
+            {
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the CPU has AVX2.
+                    assert_eq!(
+                        unsafe { squares_avx2(&x) }.to_bits(),
+                        want.to_bits(),
+                        "{len}"
+                    );
+                }
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU has AVX-512F.
+                    assert_eq!(
+                        unsafe { squares_avx512(&x) }.to_bits(),
+                        want.to_bits(),
+                        "{len}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Pearson correlation of two equally long samples.
+    fn correlation(a: &[f64], b: &[f64]) -> f64 {
         let n = a.len() as f64;
-        let mean = |v: &[f64]| v.iter().sum::<f64>() / n;
-        let (ma, mb) = (mean(&a), mean(&b));
+        let (ma, mb) = (a.iter().sum::<f64>() / n, b.iter().sum::<f64>() / n);
         let cov = a
             .iter()
-            .zip(&b)
+            .zip(b)
             .map(|(x, y)| (x - ma) * (y - mb))
             .sum::<f64>()
             / n;
-        let r = cov / (1.0 / 12.0);
-        assert!(r.abs() < 0.02, "correlation {r}");
-        assert!(
-            (ma - 0.5).abs() < 0.01 && (mb - 0.5).abs() < 0.01,
-            "{ma} {mb}"
-        );
-        assert!(a.iter().zip(&b).filter(|(x, y)| x == y).count() < 10);
+        let var = |v: &[f64], m: f64| v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / n;
+        cov / (var(a, ma) * var(b, mb)).sqrt()
+    }
+
+    /// The uniform stream: mean ½ and variance 1/12; neighbours, positions a block apart, the
+    /// same positions under two keys, and positions 2³² apart uncorrelated; no value of one
+    /// key's stream repeated by a key that differs in one bit.
+    #[test]
+    fn the_uniform_stream_looks_independent() {
+        let n = 1 << 16;
+        let at = |key: u64, i: usize| f64::from(uniform_unit(key, i));
+        let base: Vec<f64> = (0..n + 16).map(|i| at(42, i)).collect();
+        let mean = base.iter().sum::<f64>() / base.len() as f64;
+        let var = base.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / base.len() as f64;
+        assert!((mean - 0.5).abs() < 0.005, "mean {mean}");
+        assert!((var - 1.0 / 12.0).abs() < 0.002, "variance {var}");
+        let head = &base[..n];
+        for (what, other) in [
+            ("next position", base[1..=n].to_vec()),
+            ("a block later", base[16..n + 16].to_vec()),
+            ("key 43", (0..n).map(|i| at(43, i)).collect()),
+            (
+                "key 42 + 2³²",
+                (0..n).map(|i| at(42 + (1 << 32), i)).collect(),
+            ),
+            ("2³² later", (0..n).map(|i| at(42, i + (1 << 32))).collect()),
+        ] {
+            let r = correlation(head, &other);
+            assert!(r.abs() < 0.02, "{what}: correlation {r}");
+            let same = head.iter().zip(&other).filter(|(x, y)| x == y).count();
+            assert!(same < 10, "{what}: {same} equal values");
+        }
     }
 }
