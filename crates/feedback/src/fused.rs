@@ -9,9 +9,9 @@
 //! smaller); brSF's magnitudes come from a counter-based stream keyed by one draw of the
 //! thread's random scope (or the device generator), so the seed fixes them and the chunks can run
 //! in parallel. Uniform magnitudes (the default) hash each position with 32-bit multiplies, which
-//! vectorise twice as wide as 64-bit ones and exist on AVX2 (the 64-bit SplitMix64 pair it
-//! replaced, two 24-bit values per hash, cost 0.61 ns per value here against 0.23–0.28 ns);
-//! normal ones keep SplitMix64 (two uniforms per Box–Muller draw).
+//! vectorise twice as wide as 64-bit ones and exist on AVX2 (with its sums, the fill of the
+//! 64-bit SplitMix64 pair it replaced, two 24-bit values per hash, took 0.46–0.97 ns per value
+//! here, this one 0.32–0.43 ns); normal ones keep SplitMix64 (two uniforms per Box–Muller draw).
 //! Chunks have a fixed size and their sums are added in order: the result does not depend on the
 //! number of threads.
 
@@ -113,12 +113,39 @@ fn unit32(bits: u32) -> f32 {
     ((bits >> 8) as i32) as f32 * (1.0 / (1u32 << 24) as f32)
 }
 
-/// The uniform value in [0, 1) at position `index` of the stream `key`:
-/// `mix32(a·index ^ k)` on the low 32 bits of `index`, `(a, k)` from [`stream32`].
+/// The uniform value in [0, 1) at the position whose low 32 bits are `low`, on the stream
+/// `(a, k)` of [`stream32`]: the top 24 bits of `mix32(a·low ^ k)`.
+#[inline(always)]
+fn unit_at((a, k): (u32, u32), low: u32) -> f32 {
+    unit32(mix32(low.wrapping_mul(a) ^ k))
+}
+
+/// The uniform value in [0, 1) at position `index` of the stream `key`.
 #[inline(always)]
 fn uniform_unit(key: u64, index: usize) -> f32 {
-    let (a, k) = stream32(key, (index as u64 >> 32) as u32);
-    unit32(mix32((index as u32).wrapping_mul(a) ^ k))
+    unit_at(stream32(key, (index as u64 >> 32) as u32), index as u32)
+}
+
+/// `fill` run on each part of `start..start + dst.len()` whose positions share their top 32
+/// bits (the uniform stream's constants change there), the sums added.
+fn by_high_word(
+    dst: &mut [MaybeUninit<f32>],
+    w: &[f32],
+    start: usize,
+    mut fill: impl FnMut(&mut [MaybeUninit<f32>], &[f32], usize) -> (f64, f64),
+) -> (f64, f64) {
+    let (mut sums, mut at) = ((0.0, 0.0), 0);
+    while at < dst.len() {
+        let position = start + at;
+        let next = ((position as u64 >> 32) + 1) << 32;
+        let end = dst
+            .len()
+            .min((next - start as u64).try_into().unwrap_or(usize::MAX));
+        let (ww, vv) = fill(&mut dst[at..end], &w[at..end], position);
+        sums = (sums.0 + ww, sums.1 + vv);
+        at = end;
+    }
+    sums
 }
 
 /// A key for brSF's stream: from this thread's [`RandomScope`](crate::random::RandomScope) when
@@ -144,7 +171,7 @@ fn draw_key() -> u64 {
 /// stores, LLVM paired `W` and `V₀` lane by lane into two-wide vectors built from scalar
 /// shuffles, and the fill ran ten times slower. On x86-64 the lanes are explicit AVX-512 or AVX2
 /// registers: left to LLVM, they stayed in registers in some callers and went through the stack
-/// at every block in others (brSF's fill: `Σ x²` at 0.17 ns per value instead of 0.02), which
+/// at every block in others (brSF's fill: `Σ x²` at 0.17 ns per value instead of 0.03–0.04), which
 /// moved with unrelated code. The three versions add in the same order: the same bits.
 #[inline(always)]
 fn squares(x: &[f32]) -> f64 {
@@ -363,59 +390,6 @@ fn fill_best<const NORMS: bool, F: Fn(usize, f32, f32) -> f32>(
     fill::<NORMS>(dst, w, a, start, v0)
 }
 
-/// brSF's `V₀ = (low + width·u)·sign(W)` with uniform magnitudes, as [`fill`] with
-/// `Magnitude::at`, for positions that share their top 32 bits.
-#[inline(always)]
-fn fill_uniform<const NORMS: bool>(
-    dst: &mut [MaybeUninit<f32>],
-    w: &[f32],
-    start: usize,
-    (key, low, width): (u64, f32, f32),
-) -> (f64, f64) {
-    let w = &w[..dst.len()];
-    let (a, k) = stream32(key, (start as u64 >> 32) as u32);
-    let first = start as u32;
-    let value = |i: usize, w: f32| {
-        let u = unit32(mix32(first.wrapping_add(i as u32).wrapping_mul(a) ^ k));
-        (low + width * u) * sign(w)
-    };
-    // One flat loop, the sums apart (see `squares`): the sums kept in lanes inside this loop
-    // went through the stack between blocks, and at some stack offsets each block waited on its
-    // reload (a quarter of the pass's speed, depending on unrelated code).
-    for (i, (d, &w)) in dst.iter_mut().zip(w).enumerate() {
-        *d = MaybeUninit::new(value(i, w));
-    }
-    chunk_norms::<NORMS>(w, dst)
-}
-
-/// [`fill_uniform`] compiled for AVX-512 or AVX2 + FMA where the CPU has them (it takes no
-/// closure, so [`with_best_simd`] inlines it whole into the clone; it must not recurse, or it
-/// stays a baseline function of its own).
-#[inline(always)]
-fn fill_uniform_best<const NORMS: bool>(
-    dst: &mut [MaybeUninit<f32>],
-    w: &[f32],
-    start: usize,
-    stream: (u64, f32, f32),
-) -> (f64, f64) {
-    // The stream's constants depend on the positions' top 32 bits: a range across a multiple of
-    // 2³² is filled in two calls.
-    let end = start + dst.len();
-    if !dst.is_empty() && (start as u64 >> 32) != ((end - 1) as u64 >> 32) {
-        let cut = (((start as u64 >> 32) + 1) << 32) as usize - start;
-        let (d0, d1) = dst.split_at_mut(cut);
-        let (a, b) = (
-            fill_uniform_best::<NORMS>(d0, &w[..cut], start, stream),
-            fill_uniform_best::<NORMS>(d1, &w[cut..], start + cut, stream),
-        );
-        return (a.0 + b.0, a.1 + b.1);
-    }
-    with_best_simd(
-        #[inline(always)]
-        || fill_uniform::<NORMS>(dst, w, start, stream),
-    )
-}
-
 /// How each element of `V₀` is formed from `W` (and the auxiliary tensor), resolved once per
 /// backward: brSF's stream key is drawn here, so every part of one `V₀` uses the same one.
 #[derive(Clone, Copy)]
@@ -493,14 +467,20 @@ impl Formation {
             Self::Given => fill_with!(|_, _, a| a),
             Self::Sign => fill_with!(|_, w, _| sign(w)),
             Self::MaskedSign => fill_with!(|_, w, a| a * sign(w)),
-            Self::Uniform { key, low, width } => {
-                let stream = (key, low, width);
+            Self::Uniform { key, low, width } => by_high_word(dst, w, start, |dst, w, start| {
+                let stream = stream32(key, (start as u64 >> 32) as u32);
+                // Indices from 0, the position's low word added in 32 bits: `start + i` in 64-bit
+                // lanes, truncated, made the pass a fifth slower.
+                let first = start as u32;
+                let v0 = |i: usize, w: f32, _| {
+                    (low + width * unit_at(stream, first.wrapping_add(i as u32))) * sign(w)
+                };
                 if norms {
-                    fill_uniform_best::<true>(dst, w, start, stream)
+                    fill_best::<true, _>(dst, w, w, 0, v0)
                 } else {
-                    fill_uniform_best::<false>(dst, w, start, stream)
+                    fill_best::<false, _>(dst, w, w, 0, v0)
                 }
-            }
+            }),
             Self::Random { key, magnitude } => fill_with!(|i, w, _| magnitude.at(key, i) * sign(w)),
         }
     }
@@ -594,7 +574,7 @@ pub(crate) fn feedback_matrix_parts(
 mod tests {
     use super::*;
 
-    /// The blocked fill (on the CPU's best vectors) against `Magnitude::at` element by element,
+    /// The fill (on the CPU's best vectors) against `Magnitude::at` element by element,
     /// over starts and lengths with and without a tail, across a multiple of 2³² positions, and
     /// with the norms it returns.
     #[test]
@@ -617,7 +597,8 @@ mod tests {
         ] {
             let w: Vec<f32> = (0..len).map(|i| (i % 5) as f32 - 2.0).collect();
             let mut dst = vec![MaybeUninit::new(f32::NAN); len];
-            let (ww, vv) = fill_uniform_best::<true>(&mut dst, &w, start, (key, low, width));
+            let uniform = Formation::Uniform { key, low, width };
+            let (ww, vv) = uniform.fill(true, &mut dst, &w, None, start);
             let got: Vec<f32> = dst.iter().map(|v| unsafe { v.assume_init() }).collect();
             let want: Vec<f32> = (0..len)
                 .map(|i| magnitude.at(key, start + i) * sign(w[i]))
