@@ -443,6 +443,27 @@ pub trait FeedbackBackend: Backend {
         )
     }
 
+    /// The input gradient of [`feedback_conv2d`](Self::feedback_conv2d) through `V = s·V₀`
+    /// (`V₀`, `s` formed from `weight` and `aux` by `kernel`), `[batch, in, h, w]` like `x`. By
+    /// default [`feedback_matrix_parts`] and
+    /// [`feedback_conv2d_x_backward`](Self::feedback_conv2d_x_backward), `s` applied to the
+    /// smaller of `V₀` and the result; Flex forms `V₀` slice by slice beside its products where
+    /// the weights outweigh the input gradient.
+    ///
+    /// [`feedback_matrix_parts`]: Self::feedback_matrix_parts
+    fn feedback_conv2d_formed_x_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        #[extension_type] aux: MaybeTensor<Self>,
+        kernel: FeedbackKernel,
+        output_grad: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        let parts = Self::feedback_matrix_parts(weight, aux, kernel);
+        let op = LayerOp::Conv2d(options);
+        scaled_x_backward::<Self>(&op, Some(x), parts, kernel.scale, output_grad)
+    }
+
     /// One Adam update of a parameter: `(θ, m, v)` after the step, from `θ`, its gradient and
     /// the moments (`None` before the first step). Not a layer op: the optimizer's update sits
     /// here because on Flex it is one fused pass instead of a dozen elementwise tensors
@@ -741,6 +762,58 @@ impl FeedbackBackend for burn::backend::Flex {
         })
     }
 
+    fn feedback_conv2d_formed_x_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        aux: MaybeTensor<Self>,
+        kernel: FeedbackKernel,
+        output_grad: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        use crate::frozen::flex::{Lookup, insert, lookup};
+        let aux = aux.into_option();
+        let s = x.shape();
+        let dims = [s[0], s[1], s[2], s[3]];
+        let formed = |kernel: &FeedbackKernel, weight: &Self::FloatTensorPrimitive, aux, keep| {
+            let (weight, grad) = ((weight, aux), &output_grad);
+            crate::flex_conv::formed_x_backward(dims, kernel, weight, grad, &options, keep)
+        };
+        let one = |c: f32| {
+            Self::FloatTensorPrimitive::from_data(burn::tensor::TensorData::new(vec![c], [1]))
+        };
+        // Inside `frozen_weights` (attacks): formed once, kept whole, and copied slice by slice
+        // at the later backwards (the same values as forming them, at the cost of BP's copy).
+        let parts = match lookup(kernel, &weight, aux.as_ref()) {
+            Lookup::Found(parts) => {
+                let (v0, factor) = *parts;
+                let copy = factor.as_slice::<f32>().map(|f| FeedbackKernel {
+                    form: FeedbackForm::Weight,
+                    scale: ScaleKind::Constant(f[0]),
+                });
+                if let Some((dx, _)) = copy.and_then(|copy| formed(&copy, &v0, None, false)) {
+                    return dx;
+                }
+                (v0, factor)
+            }
+            Lookup::Keep => {
+                if let Some((dx, Some((v0, factor)))) = formed(&kernel, &weight, aux.as_ref(), true)
+                {
+                    insert(kernel, weight, aux, (v0, one(factor)));
+                    return dx;
+                }
+                Self::feedback_matrix_parts(weight, aux.into(), kernel)
+            }
+            Lookup::Skip => {
+                if let Some((dx, _)) = formed(&kernel, &weight, aux.as_ref(), false) {
+                    return dx;
+                }
+                Self::feedback_matrix_parts(weight, aux.into(), kernel)
+            }
+        };
+        let op = LayerOp::Conv2d(options);
+        scaled_x_backward::<Self>(&op, Some(x), parts, kernel.scale, output_grad)
+    }
+
     fn feedback_conv2d(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -937,6 +1010,14 @@ impl<B: FeedbackBackend, const N: usize> Backward<B, N> for FeedbackBackward<N> 
                 LayerOp::Linear => {
                     B::feedback_linear_x_backward(weight, aux.into(), kernel, grad.clone())
                 }
+                LayerOp::Conv2d(ref options) => B::feedback_conv2d_formed_x_backward(
+                    x.clone().expect("convolution input checkpointed"),
+                    weight,
+                    aux.into(),
+                    kernel,
+                    grad.clone(),
+                    options.clone(),
+                ),
                 _ => {
                     let parts = B::feedback_matrix_parts(weight, aux.into(), kernel);
                     scaled_x_backward::<B>(&op, x.clone(), parts, kernel.scale, grad.clone())

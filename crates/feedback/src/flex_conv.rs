@@ -32,9 +32,11 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 mod blocks;
+mod formed;
 mod lines;
 
 use blocks::{forward_blocks, weight_backward_blocks, x_backward_blocks};
+pub(crate) use formed::x_backward as formed_x_backward;
 
 /// The geometry of one convolution.
 #[derive(Clone, Copy, Debug)]
@@ -168,12 +170,14 @@ impl Geometry {
     }
 
     /// Adds the zero-bordered planes `buf` of [`pad_into`](Self::pad_into)'s layout, inside the
-    /// border, onto channels `group·cg..` of one sample's input gradient `dx`.
-    fn unpad_add(&self, buf: &[f32], group: usize, dx: &mut [f32]) {
+    /// border, onto `dx`: whole channel planes of one sample's input gradient, one per plane of
+    /// `buf`.
+    fn unpad_add(&self, buf: &[f32], dx: &mut [f32]) {
         let ((hp, wp), plane) = (self.padded_dims(), self.height * self.width);
-        let c0 = group * self.cg();
-        for (c, padded) in buf.chunks((hp * wp).max(1)).take(self.cg()).enumerate() {
-            let channel = &mut dx[(c0 + c) * plane..][..plane];
+        for (padded, channel) in buf
+            .chunks((hp * wp).max(1))
+            .zip(dx.chunks_mut(plane.max(1)))
+        {
             for (r, line) in channel.chunks_mut(self.width.max(1)).enumerate() {
                 let src = &padded[(self.pad[0] + r) * wp + self.pad[1]..][..self.width];
                 line.iter_mut().zip(src).for_each(|(d, v)| *d += v);
@@ -193,13 +197,13 @@ impl Geometry {
         }
     }
 
-    /// Where line 0 of each patch row `r = (c, i, j)` starts in the zero-bordered planes of
-    /// [`pad_into`](Self::pad_into) (`padded_dims` `(hp, wp)`); line `oh` starts
-    /// `oh·stride₀·wp` further.
-    fn line_starts(&self, (hp, wp): (usize, usize)) -> Vec<usize> {
+    /// Where line 0 of each patch row `r = (c, i, j)` of `channels` channels starts in the
+    /// zero-bordered planes of [`pad_into`](Self::pad_into) (`padded_dims` `(hp, wp)`); line
+    /// `oh` starts `oh·stride₀·wp` further.
+    fn line_starts(&self, (hp, wp): (usize, usize), channels: usize) -> Vec<usize> {
         let (kh, kw) = (self.kernel[0], self.kernel[1]);
-        let mut starts = Vec::with_capacity(self.kg());
-        for c in 0..self.cg() {
+        let mut starts = Vec::with_capacity(channels * kh * kw);
+        for c in 0..channels {
             for i in 0..kh {
                 for j in 0..kw {
                     starts.push(c * hp * wp + i * self.dilation[0] * wp + j * self.dilation[1]);
@@ -244,7 +248,7 @@ impl Geometry {
         if ow_n < LINE_MIN {
             self.pad_into(x, group, padded);
             let dims = self.padded_dims();
-            let starts = self.line_starts(dims);
+            let starts = self.line_starts(dims, cg);
             let lines = self.narrow_lines(&starts, dims);
             if s1 == 1 {
                 lines::gather(rows, ld, offset, padded, &lines);
@@ -301,36 +305,36 @@ impl Geometry {
         }
     }
 
-    /// Adds the patch columns `offset..offset + positions` of the `kg` rows of `col` (each `ld`
-    /// long) of group `group` back onto one sample's input gradient `dx` (`[channels, h, w]`),
-    /// each value onto the input position it was read from. Narrow outputs add into zero-bordered
-    /// planes in `padded` first ([`pad_into`](Self::pad_into)'s layout), then their inside onto
-    /// `dx`: the same sums in the same order.
-    #[allow(clippy::too_many_arguments)]
+    /// Adds the patch columns `offset..offset + positions` of the rows of `col` (each `ld` long;
+    /// `channels·k₁·k₂` of them, rows `(c, i, j)`) back onto `dx`, whole channel planes of one
+    /// sample's input gradient (`channels` of them, the channels the rows belong to), each value
+    /// onto the input position it was read from. Narrow outputs add into zero-bordered planes in
+    /// `padded` first ([`pad_into`](Self::pad_into)'s layout), then their inside onto `dx`: the
+    /// same sums in the same order.
     fn col2im_add(
         &self,
         col: &[f32],
-        group: usize,
         dx: &mut [f32],
         ld: usize,
         offset: usize,
         padded: &mut Vec<f32>,
     ) {
         let (kh, kw) = (self.kernel[0], self.kernel[1]);
-        let (cg, plane, p) = (self.cg(), self.height * self.width, self.positions());
+        let (plane, p) = (self.height * self.width, self.positions());
+        let channels = dx.len() / plane.max(1);
+        let rows = channels * kh * kw;
         let (ow_n, s1) = (self.out[1], self.stride[1]);
-        let c0 = group * cg;
         if ow_n < LINE_MIN {
             let dims = self.padded_dims();
             padded.clear();
-            padded.resize(cg * dims.0 * dims.1, 0.0);
-            let starts = self.line_starts(dims);
+            padded.resize(channels * dims.0 * dims.1, 0.0);
+            let starts = self.line_starts(dims, channels);
             let lines = self.narrow_lines(&starts, dims);
             if s1 == 1 {
-                lines::scatter_add(&col[..self.kg() * ld], ld, offset, padded, &lines);
+                lines::scatter_add(&col[..rows * ld], ld, offset, padded, &lines);
             } else {
                 let pitch = lines.pitch;
-                for (row, &start) in col[..self.kg() * ld].chunks(ld).zip(&starts) {
+                for (row, &start) in col[..rows * ld].chunks(ld).zip(&starts) {
                     for (oh, line) in row[offset..offset + p].chunks(ow_n.max(1)).enumerate() {
                         let base = start + oh * pitch;
                         for (m, v) in line.iter().enumerate() {
@@ -339,13 +343,13 @@ impl Geometry {
                     }
                 }
             }
-            self.unpad_add(padded, group, dx);
+            self.unpad_add(padded, dx);
             return;
         }
-        for (r, row) in col[..self.kg() * ld].chunks(ld).enumerate() {
+        for (r, row) in col[..rows * ld].chunks(ld).enumerate() {
             let src = &row[offset..offset + p];
             let (c, i, j) = (r / (kh * kw), r / kw % kh, r % kw);
-            let channel = &mut dx[(c0 + c) * plane..(c0 + c + 1) * plane];
+            let channel = &mut dx[c * plane..(c + 1) * plane];
             let (oh_lo, oh_hi, ih0) = self.valid(0, i);
             let (ow_lo, ow_hi, iw0) = self.valid(1, j);
             for (k, oh) in (oh_lo..oh_hi).enumerate() {
@@ -927,8 +931,10 @@ fn x_backward_im2col(geo: &Geometry, vs: &[f32], gs: &[f32]) -> Vec<f32> {
             // col (kg × cols) = V_gᵀ (kg × og) · G_g (og × cols).
             let v_g = &vs[group * og * kg..(group + 1) * og * kg];
             matmul(kg, cols, og, col, false, v_g, (1, kg), g, (cols, 1), inner);
+            let planes = geo.cg() * geo.height * geo.width;
             for (i, dx_n) in dx_t.chunks_mut(per_x.max(1)).enumerate() {
-                geo.col2im_add(col, group, dx_n, cols, i * p, padded);
+                let dx_g = &mut dx_n[group * planes..(group + 1) * planes];
+                geo.col2im_add(col, dx_g, cols, i * p, padded);
             }
         }
     };

@@ -23,7 +23,7 @@ use rayon::prelude::*;
 
 use crate::backend::{FeedbackKernel, ScaleKind};
 use crate::flex_conv::product;
-use crate::fused::{Formation, total};
+use crate::fused::{Formation, prefetch, total};
 
 /// The reduction length of one piece of `V₀` (a piece is at most `PART_MAX × DEPTH` values,
 /// 256 KiB).
@@ -49,22 +49,6 @@ const SERIAL_WORK: usize = 1 << 18;
 /// vectors), at most [`PART_MAX`].
 fn part_width(columns: usize) -> usize {
     columns.div_ceil(PARTS).next_multiple_of(16).min(PART_MAX)
-}
-
-/// Asks for the cache lines of `values` in the second-level cache, without waiting for them.
-#[inline(always)]
-fn prefetch(values: &[f32]) {
-    #[cfg(target_arch = "x86_64")]
-    for line in values.chunks(16) {
-        // SAFETY: a prefetch reads nothing and faults on no address; this one is in bounds.
-        unsafe {
-            core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T1 }>(
-                line.as_ptr().cast(),
-            )
-        };
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = values;
 }
 
 /// A pointer to `dx` shared by the parts, which write disjoint columns.

@@ -6,9 +6,12 @@
 //! every layer each time is pure repetition (for ResNet-18, 11 million values per backward, about
 //! 5 % of an FGSM call). Inside [`frozen_weights`] the Flex backend keeps each `V` it forms and
 //! hands it out again for the same weight. brSF, which redraws its magnitudes at every backward
-//! by definition, is never reused. Linear layers do not use the store: on Flex their input
-//! gradient forms `V` piece by piece beside its product, which costs what copying a stored `V`
-//! would.
+//! by definition, is never reused. Convolutions whose input gradient forms `V₀` slice by slice
+//! beside its products (`flex_conv::formed`, ResNet-18's late layers) keep the slices' `V₀`
+//! whole at their first backward, with its scale, and read it in place at the later ones, as
+//! backpropagation reads `W`: the same values, so the same gradients. Linear layers do not use
+//! the store: on Flex their input gradient forms `V` piece by piece beside its product, which
+//! costs what copying a stored `V` would.
 //!
 //! Why a stored `V` cannot go stale: an entry holds a handle on the weight's storage, so no other
 //! tensor can take its address while the entry lives, and Flex changes a tensor's values in place
@@ -110,6 +113,67 @@ pub(crate) mod flex {
         }
     }
 
+    /// What the store has for a weight.
+    pub(crate) enum Lookup {
+        /// The parts formed earlier in this scope.
+        Found(Box<(FlexTensor, FlexTensor)>),
+        /// Nothing yet: parts formed now are to be [`insert`]ed.
+        Keep,
+        /// Not stored: outside a scope, brSF (redrawn at every backward), backpropagation's
+        /// `V₀ = W`, tensors that are not contiguous f32.
+        Skip,
+    }
+
+    /// The parts formed earlier in this scope for the same weight, auxiliary tensor and kernel.
+    pub(crate) fn lookup(
+        kernel: FeedbackKernel,
+        weight: &FlexTensor,
+        aux: Option<&FlexTensor>,
+    ) -> Lookup {
+        let skip = matches!(
+            kernel.form,
+            FeedbackForm::RandomMaskedSign(_) | FeedbackForm::Weight
+        );
+        let comparable =
+            weight.as_slice::<f32>().is_some() && aux.is_none_or(|a| a.as_slice::<f32>().is_some());
+        if skip || !comparable || !super::frozen_weights_active() {
+            return Lookup::Skip;
+        }
+        let found = STORE.with(|store| {
+            store
+                .borrow()
+                .iter()
+                .find(|e| {
+                    e.kernel == kernel
+                        && same(&e.weight, weight)
+                        && match (&e.aux, aux) {
+                            (None, None) => true,
+                            (Some(a), Some(b)) => same(a, b),
+                            _ => false,
+                        }
+                })
+                .map(|e| e.parts.clone())
+        });
+        found.map_or(Lookup::Keep, |parts| Lookup::Found(Box::new(parts)))
+    }
+
+    /// Stores `parts` for the weight, auxiliary tensor and kernel (after a [`Lookup::Keep`]).
+    pub(crate) fn insert(
+        kernel: FeedbackKernel,
+        weight: FlexTensor,
+        aux: Option<FlexTensor>,
+        parts: (FlexTensor, FlexTensor),
+    ) {
+        STORE.with(|store| {
+            store.borrow_mut().push(Entry {
+                kernel,
+                weight,
+                aux,
+                parts,
+            })
+        });
+    }
+
     /// `form(weight, aux)`, or the parts formed earlier in this scope for the same weight,
     /// auxiliary tensor and kernel.
     pub(crate) fn reuse(
@@ -118,40 +182,15 @@ pub(crate) mod flex {
         aux: Option<FlexTensor>,
         form: impl FnOnce(FlexTensor, Option<FlexTensor>) -> (FlexTensor, FlexTensor),
     ) -> (FlexTensor, FlexTensor) {
-        let redrawn = matches!(kernel.form, FeedbackForm::RandomMaskedSign(_));
-        let comparable = weight.as_slice::<f32>().is_some()
-            && aux.as_ref().is_none_or(|a| a.as_slice::<f32>().is_some());
-        if redrawn || !comparable || !super::frozen_weights_active() {
-            return form(weight, aux);
+        match lookup(kernel, &weight, aux.as_ref()) {
+            Lookup::Found(parts) => *parts,
+            Lookup::Skip => form(weight, aux),
+            Lookup::Keep => {
+                let parts = form(weight.clone(), aux.clone());
+                insert(kernel, weight, aux, parts.clone());
+                parts
+            }
         }
-        let found = STORE.with(|store| {
-            store
-                .borrow()
-                .iter()
-                .find(|e| {
-                    e.kernel == kernel
-                        && same(&e.weight, &weight)
-                        && match (&e.aux, &aux) {
-                            (None, None) => true,
-                            (Some(a), Some(b)) => same(a, b),
-                            _ => false,
-                        }
-                })
-                .map(|e| e.parts.clone())
-        });
-        if let Some(parts) = found {
-            return parts;
-        }
-        let parts = form(weight.clone(), aux.clone());
-        STORE.with(|store| {
-            store.borrow_mut().push(Entry {
-                kernel,
-                weight,
-                aux,
-                parts: parts.clone(),
-            })
-        });
-        parts
     }
 
     /// Entries held on this thread (for tests).

@@ -294,8 +294,11 @@ fn fill<const NORMS: bool>(
     v0: impl Fn(usize, f32, f32) -> f32,
 ) -> (f64, f64) {
     let (w, a) = (&w[..dst.len()], &a[..dst.len()]);
-    for (i, d) in dst.iter_mut().enumerate() {
-        *d = MaybeUninit::new(v0(start + i, w[i], a[i]));
+    // Zipped, not indexed: indexing `w[i]` and `a[i]` left LLVM a scalar epilogue of up to 64
+    // values after every vector loop, which on a piece's row of 576 values (`flex_conv`'s
+    // slices) took more time than the 512 vectorised ones.
+    for (i, ((d, &w), &a)) in dst.iter_mut().zip(w).zip(a).enumerate() {
+        *d = MaybeUninit::new(v0(start + i, w, a));
     }
     chunk_norms::<NORMS>(w, dst)
 }
@@ -436,6 +439,16 @@ impl Formation {
         matches!(self, Self::Given | Self::MaskedSign)
     }
 
+    /// `V₀` as a tensor already held, where it is one: `W` itself, or the auxiliary tensor
+    /// (`aux`, the same length as `w`).
+    pub(crate) fn in_place<'a>(self, w: &'a [f32], aux: &'a [f32]) -> Option<&'a [f32]> {
+        match self {
+            Self::Weight => Some(w),
+            Self::Given => Some(aux),
+            _ => None,
+        }
+    }
+
     /// Writes `V₀` at the flat positions `start..start + dst.len()` of `W` (`w` and `aux` hold
     /// those positions of `W` and the auxiliary tensor; `aux` is required where
     /// [`needs_aux`](Self::needs_aux)); returns `(Σ W², Σ V₀²)` over them when `norms`, else
@@ -484,6 +497,31 @@ impl Formation {
             Self::Random { key, magnitude } => fill_with!(|i, w, _| magnitude.at(key, i) * sign(w)),
         }
     }
+}
+
+/// Asks for the cache lines of `values` in the second-level cache, without waiting for them.
+#[inline(always)]
+pub(crate) fn prefetch(values: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    for line in values.chunks(16) {
+        // SAFETY: a prefetch reads nothing and faults on no address; this one is in bounds.
+        unsafe {
+            core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T1 }>(
+                line.as_ptr().cast(),
+            )
+        };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = values;
+}
+
+/// `(Σ W², Σ V₀²)` of one row of each, on the CPU's best vectors (the sums [`Formation::fill`]
+/// returns, for a `V₀` read in place).
+pub(crate) fn row_norms(w: &[f32], v: &[f32]) -> (f64, f64) {
+    with_best_simd(
+        #[inline(always)]
+        || (squares(w), squares(v)),
+    )
 }
 
 /// `(Σ W², Σ V₀²)` without writing anything, for `V₀` an existing tensor.

@@ -25,11 +25,11 @@ pub(super) struct Block {
 }
 
 impl Block {
-    fn positions(&self) -> usize {
+    pub(super) fn positions(&self) -> usize {
         self.out[0].len() * self.out[1].len()
     }
 
-    fn taps(&self) -> usize {
+    pub(super) fn taps(&self) -> usize {
         self.taps[0].len() * self.taps[1].len()
     }
 }
@@ -138,7 +138,7 @@ impl Geometry {
     }
 
     /// The block's taps `(i, j)`, row after row.
-    fn block_taps<'b>(&self, b: &'b Block) -> impl Iterator<Item = (usize, usize)> + 'b {
+    pub(super) fn block_taps<'b>(&self, b: &'b Block) -> impl Iterator<Item = (usize, usize)> + 'b {
         b.taps[0]
             .clone()
             .flat_map(move |i| b.taps[1].clone().map(move |j| (i, j)))
@@ -192,7 +192,7 @@ impl Geometry {
     /// The output-gradient rows of block `b` for group `group` of samples `n0..n0 + count`: an
     /// `og × count·positions` matrix in `buf`, columns in the order of
     /// [`block_patches`](Self::block_patches).
-    fn block_grad_rows(
+    pub(super) fn block_grad_rows(
         &self,
         gs: &[f32],
         (n0, count): (usize, usize),
@@ -232,27 +232,27 @@ impl Geometry {
     }
 
     /// Adds the patch-row gradients `col` of block `b` (rows and columns as in
-    /// [`block_patches`](Self::block_patches)) onto the input positions they were read from, in
-    /// the input gradients `dx_t` of the chunk's samples.
-    fn block_col_add(
+    /// [`block_patches`](Self::block_patches), `channels` rows a tap, `samples` samples) onto the
+    /// input positions they were read from: `dx` yields, sample after sample, the whole planes
+    /// of those channels in its input gradient. Each value's sums run over the taps in order,
+    /// whatever the slicing of the channels and samples.
+    pub(super) fn block_col_add<'d>(
         &self,
         col: &[f32],
-        group: usize,
         b: &Block,
-        (dx_t, offsets): (&mut [f32], &mut Vec<usize>),
+        (channels, samples): (usize, usize),
+        dx: impl Iterator<Item = &'d mut [f32]>,
+        offsets: &mut Vec<usize>,
     ) {
-        let (plane, per_x, cg) = (
-            self.height * self.width,
-            self.channels * self.height * self.width,
-            self.cg(),
-        );
+        let plane = self.height * self.width;
         let pb = b.positions();
-        let n = dx_t.len() / per_x.max(1) * pb;
-        for (slab, tap) in col.chunks((cg * n).max(1)).zip(self.block_taps(b)) {
-            self.block_offsets(b, tap, offsets);
-            for (c, row) in slab.chunks(n.max(1)).enumerate() {
-                for (s, values) in row.chunks(pb.max(1)).enumerate() {
-                    let channel = &mut dx_t[s * per_x + (group * cg + c) * plane..][..plane];
+        let n = samples * pb;
+        for (s, dx_s) in dx.take(samples).enumerate() {
+            for (slab, tap) in col.chunks((channels * n).max(1)).zip(self.block_taps(b)) {
+                self.block_offsets(b, tap, offsets);
+                for (c, row) in slab.chunks(n.max(1)).take(channels).enumerate() {
+                    let channel = &mut dx_s[c * plane..][..plane];
+                    let values = &row[s * pb..][..pb];
                     for (v, &o) in values.iter().zip(offsets.iter()) {
                         channel[o] += v;
                     }
@@ -366,7 +366,11 @@ pub(super) fn x_backward_blocks(geo: &Geometry, vs: &[f32], gs: &[f32]) -> Vec<f
                     let dst = &mut col[k * cg * n..][..cg * n];
                     matmul(cg, n, og, dst, false, v_t, (taps, kg), rows, (n, 1), inner);
                 }
-                geo.block_col_add(col, group, b, (dx_t, offsets));
+                let planes = cg * geo.height * geo.width;
+                let dx = dx_t
+                    .chunks_mut(per_x.max(1))
+                    .map(|dx_n| &mut dx_n[group * planes..][..planes]);
+                geo.block_col_add(col, b, (cg, count), dx, offsets);
             }
         }
     };

@@ -301,6 +301,44 @@ fn conv2d_matches_references() {
     }
 }
 
+/// Layers whose weights outweigh their input gradient (ResNet-18's late layers) take Flex's
+/// sliced input gradient, `V₀` formed beside its products: on 2 × 2 maps block by block, on
+/// 3 × 3 maps as one product over the batch.
+#[test]
+fn conv2d_through_the_sliced_input_gradient_matches_references() {
+    let _serial = serial();
+    for device in devices() {
+        device.seed(5);
+        for (map, rules) in [
+            (2, &FeedbackRule::ALL[..]),
+            (3, &[FeedbackRule::FrSf, FeedbackRule::BrSf][..]),
+        ] {
+            for &rule in rules {
+                for scale in SCALES {
+                    let layer = FeedbackConv2dConfig::new([128, 8], [3, 3])
+                        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                        .with_feedback(feedback(rule, scale))
+                        .init(&device);
+                    let options = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
+                    check_case(
+                        "conv2d sliced",
+                        &device,
+                        rule,
+                        scale,
+                        random([2, 128, map, map], &device),
+                        layer.weight.val(),
+                        layer.bias.as_ref().unwrap().val(),
+                        layer.feedback.as_ref().map(|f| f.val()),
+                        (128 * 9, 8 * 9),
+                        |x| layer.forward(x),
+                        |x, w, b| conv2d(x, w, b, options.clone()),
+                    );
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn conv2d_same_padding_matches_references() {
     let _serial = serial();
