@@ -38,13 +38,14 @@ use crate::fused::{Formation, prefetch, total};
 /// Input channels per task: a multiple of 64, so that a formed row of a 3 × 3 kernel (576 values)
 /// is whole blocks of the sums' 64-value loops. Slices of 32 channels (rows of 288 values, 32 of
 /// them left to the sums' scalar tail) measured slower: uSF's input gradient of ResNet-18's 512 ×
-/// 512 layer on 1 × 1 maps, 0.84–0.90 against 0.68–0.73 ms. A slice of a layer with 512 output
-/// channels holds 1.1 MiB of `V₀`.
+/// 512 layer on 1 × 1 maps, 0.84–0.90 against 0.68–0.73 ms.
 const SLICE: usize = 64;
 
-/// The most values a task's buffer of patch-row gradients holds at once: the samples of one
-/// product are as many as fit (at least one).
-const COL_VALUES: usize = 1 << 16;
+/// Output channels per product: the rows of `V₀` a task forms at a time (128 × 576 values, 288
+/// KiB, for a 3 × 3 kernel), so that its buffer stays in the second-level cache of smaller cores
+/// too. On this project's 2-vCPU EPYC (1 MiB per core) all of a slice at once (1.1 MiB for 512
+/// output channels) measured the same.
+const DEPTH: usize = 128;
 
 /// How many output channels ahead of the fill the rows of `W` (and `M` or `B`) are asked for.
 const AHEAD: usize = 4;
@@ -218,56 +219,118 @@ fn slices(
             }
         };
         let mut sums = (0.0, 0.0);
-        // `V₀` is `W` or the auxiliary tensor itself: read in place, its norm summed row by row
-        // if wanted; tap `t` of channel `c` of output row `o` at `o·kg + c·taps + t`. Otherwise
-        // formed into `piece`, at `o·len + c·taps + t`.
-        let (v, strides): (&[f32], (usize, usize)) = if let Some(whole) = formation.in_place(w, aux)
-        {
-            for o in (0..og).filter(|_| norms || kept.is_some()) {
-                if o + AHEAD < og {
-                    let ahead = start(o + AHEAD);
-                    prefetch(&w[ahead..ahead + len]);
-                    if !core::ptr::eq(whole, w) {
-                        prefetch(&whole[ahead..ahead + len]);
-                    }
-                }
-                let at = start(o);
-                let (w_row, v_row) = (&w[at..at + len], &whole[at..at + len]);
-                if norms {
-                    let (a, b) = crate::fused::row_norms(w_row, v_row);
-                    sums = (sums.0 + a, sums.1 + b);
-                }
-                // SAFETY: initialised values read as possibly uninitialised ones.
-                keep_row(at, unsafe {
-                    &*(v_row as *const [f32] as *const [MaybeUninit<f32>])
-                });
-            }
-            (&whole[start(0)..], (taps, kg))
-        } else {
-            piece.clear();
-            piece.reserve(og * len);
-            for (o, row) in piece.spare_capacity_mut()[..og * len]
-                .chunks_exact_mut(len)
-                .enumerate()
-            {
-                if o + AHEAD < og {
-                    let ahead = start(o + AHEAD);
-                    prefetch(&w[ahead..ahead + len]);
-                    if formation.needs_aux() {
-                        prefetch(&aux[ahead..ahead + len]);
-                    }
-                }
-                let at = start(o);
-                let range = at..at + len;
-                let (w_row, a_row) = (&w[range.clone()], Some(&aux[range]));
-                let (a, b) = formation.fill(norms, row, w_row, a_row, at);
-                sums = (sums.0 + a, sums.1 + b);
-                keep_row(at, row);
-            }
-            // SAFETY: the loop above wrote all `og·len` values.
-            unsafe { piece.set_len(og * len) };
-            (&piece[..], (taps, len))
+        // The patch-row gradients of the whole batch (at most `COLUMNS_MAX` columns): per block,
+        // its taps' `width × batch·positions` matrices one after another; otherwise `len` rows of
+        // `batch·positions`, sample after sample.
+        let n_all = geo.batch * p;
+        let col_len = match &rows {
+            Rows::Blocks(_) => blocks
+                .iter()
+                .map(|b| b.taps() * width * geo.batch * b.positions())
+                .sum(),
+            _ => len * n_all,
         };
+        col.resize(col_len, 0.0);
+        // The output channels `DEPTH` at a time: `V₀`'s rows for them (formed into `piece`,
+        // which then stays in the second-level cache, or read in place), their products added
+        // onto the earlier ones'.
+        for (step, o0) in (0..og).step_by(DEPTH).enumerate() {
+            let depth = DEPTH.min(og - o0);
+            let rows_o = o0..o0 + depth;
+            // `V₀` is `W` or the auxiliary tensor itself: read in place, its norm summed row by
+            // row if wanted; tap `t` of channel `c` of output row `o` at `o·kg + c·taps + t`.
+            // Otherwise formed into `piece`, at `(o − o0)·len + c·taps + t`.
+            let (v, strides): (&[f32], (usize, usize)) =
+                if let Some(whole) = formation.in_place(w, aux) {
+                    for o in rows_o.clone().filter(|_| norms || kept.is_some()) {
+                        if o + AHEAD < og {
+                            let ahead = start(o + AHEAD);
+                            prefetch(&w[ahead..ahead + len]);
+                            if !core::ptr::eq(whole, w) {
+                                prefetch(&whole[ahead..ahead + len]);
+                            }
+                        }
+                        let at = start(o);
+                        let (w_row, v_row) = (&w[at..at + len], &whole[at..at + len]);
+                        if norms {
+                            let (a, b) = crate::fused::row_norms(w_row, v_row);
+                            sums = (sums.0 + a, sums.1 + b);
+                        }
+                        // SAFETY: initialised values read as possibly uninitialised ones.
+                        keep_row(at, unsafe {
+                            &*(v_row as *const [f32] as *const [MaybeUninit<f32>])
+                        });
+                    }
+                    (&whole[start(o0)..], (taps, kg))
+                } else {
+                    piece.clear();
+                    piece.reserve(depth * len);
+                    for (row, o) in piece.spare_capacity_mut()[..depth * len]
+                        .chunks_exact_mut(len)
+                        .zip(rows_o.clone())
+                    {
+                        if o + AHEAD < og {
+                            let ahead = start(o + AHEAD);
+                            prefetch(&w[ahead..ahead + len]);
+                            if formation.needs_aux() {
+                                prefetch(&aux[ahead..ahead + len]);
+                            }
+                        }
+                        let at = start(o);
+                        let range = at..at + len;
+                        let (w_row, a_row) = (&w[range.clone()], Some(&aux[range]));
+                        let (a, b) = formation.fill(norms, row, w_row, a_row, at);
+                        sums = (sums.0 + a, sums.1 + b);
+                        keep_row(at, row);
+                    }
+                    // SAFETY: the loop above wrote all `depth·len` values.
+                    unsafe { piece.set_len(depth * len) };
+                    (&piece[..], (taps, len))
+                };
+            let (add, none) = (step > 0, Parallelism::None);
+            match &rows {
+                Rows::Blocks(per_group_rows) => {
+                    let mut at = 0;
+                    for (b, g_b) in blocks.iter().zip(&per_group_rows[g]) {
+                        let n = geo.batch * b.positions();
+                        for (i, j) in geo.block_taps(b) {
+                            // col_t (width × n) += V₀_tᵀ (width × depth; V₀[o][c][i][j] at
+                            // o·ld + c·k₁k₂) · G_b (depth × n).
+                            let dst = &mut col[at..][..width * n];
+                            let (lhs, rhs) =
+                                ((&v[i * kw + j..], strides), (&g_b[o0 * n..], (n, 1)));
+                            matmul(width, n, depth, dst, add, lhs.0, lhs.1, rhs.0, rhs.1, none);
+                            at += width * n;
+                        }
+                    }
+                }
+                Rows::Batch(per_group_rows) => {
+                    // col (len × n) += V₀ᵀ (len × depth) · G (depth × n).
+                    let rhs = &per_group_rows[g][o0 * n_all..];
+                    let lhs = (v, (1, strides.1));
+                    matmul(
+                        len,
+                        n_all,
+                        depth,
+                        col,
+                        add,
+                        lhs.0,
+                        lhs.1,
+                        rhs,
+                        (n_all, 1),
+                        none,
+                    );
+                }
+                Rows::Samples => {
+                    let per_g = geo.out_channels * p;
+                    for (n, col_n) in col.chunks_exact_mut(len * p).enumerate() {
+                        let rhs = &gs[n * per_g + (g * og + o0) * p..];
+                        let lhs = (v, (1, strides.1));
+                        matmul(len, p, depth, col_n, add, lhs.0, lhs.1, rhs, (p, 1), none);
+                    }
+                }
+            }
+        }
         // The task's channels of sample n: no other task's.
         let first = g * cg + c0;
         // SAFETY: channels `first..first + width` of sample `n` lie inside `dx`'s allocation and
@@ -275,65 +338,23 @@ fn slices(
         let dx_of = |n: usize| unsafe { out.zeroed(n * per_x + first * plane, width * plane) };
         let mut dxs: Vec<&mut [f32]> = (0..geo.batch).map(dx_of).collect();
         match &rows {
-            Rows::Blocks(per_group_rows) => {
-                for (b, g_b) in blocks.iter().zip(&per_group_rows[g]) {
-                    let pb = b.positions();
-                    let per = (COL_VALUES / (b.taps() * width * pb).max(1)).clamp(1, geo.batch);
-                    let ld = geo.batch * pb;
-                    for n0 in (0..geo.batch).step_by(per) {
-                        let count = per.min(geo.batch - n0);
-                        let n = count * pb;
-                        col.resize(b.taps() * width * n, 0.0);
-                        for (k, (i, j)) in geo.block_taps(b).enumerate() {
-                            // col_t (width × n) = V₀_tᵀ (width × og; V₀[o][c][i][j] at
-                            // o·len + c·k₁k₂) · G_b (og × n).
-                            let dst = &mut col[k * width * n..][..width * n];
-                            let v_t = &v[i * kw + j..];
-                            let g_t = &g_b[n0 * pb..];
-                            let (lhs, rhs) = ((v_t, strides), (g_t, (ld, 1)));
-                            let none = Parallelism::None;
-                            matmul(width, n, og, dst, false, lhs.0, lhs.1, rhs.0, rhs.1, none);
-                        }
-                        let dx = dxs[n0..n0 + count].iter_mut().map(|d| &mut **d);
-                        geo.block_col_add(col, b, (width, count), dx, offsets);
-                    }
+            Rows::Blocks(_) => {
+                let mut at = 0;
+                for b in &blocks {
+                    let size = b.taps() * width * geo.batch * b.positions();
+                    let dx = dxs.iter_mut().map(|d| &mut **d);
+                    geo.block_col_add(&col[at..][..size], b, (width, geo.batch), dx, offsets);
+                    at += size;
                 }
             }
-            Rows::Batch(per_group_rows) => {
-                let (g_rows, ld) = (&per_group_rows[g][..], geo.batch * p);
-                let per = (COL_VALUES / (len * p).max(1)).clamp(1, geo.batch);
-                for n0 in (0..geo.batch).step_by(per) {
-                    let count = per.min(geo.batch - n0);
-                    let cols = count * p;
-                    col.resize(len * cols, 0.0);
-                    // col (len × cols) = pieceᵀ (len × og) · G (og × cols).
-                    let rhs = &g_rows[n0 * p..];
-                    let none = Parallelism::None;
-                    matmul(
-                        len,
-                        cols,
-                        og,
-                        col,
-                        false,
-                        v,
-                        (1, strides.1),
-                        rhs,
-                        (ld, 1),
-                        none,
-                    );
-                    for (i, dx_n) in dxs[n0..n0 + count].iter_mut().enumerate() {
-                        geo.col2im_add(col, dx_n, cols, i * p, padded);
-                    }
+            Rows::Batch(_) => {
+                for (i, dx_n) in dxs.iter_mut().enumerate() {
+                    geo.col2im_add(col, dx_n, n_all, i * p, padded);
                 }
             }
             Rows::Samples => {
-                let per_g = geo.out_channels * p;
-                col.resize(len * p, 0.0);
-                for (n, dx_n) in dxs.iter_mut().enumerate() {
-                    let rhs = &gs[n * per_g + g * og * p..];
-                    let none = Parallelism::None;
-                    matmul(len, p, og, col, false, v, (1, strides.1), rhs, (p, 1), none);
-                    geo.col2im_add(col, dx_n, p, 0, padded);
+                for (dx_n, col_n) in dxs.iter_mut().zip(col.chunks_exact(len * p)) {
+                    geo.col2im_add(col_n, dx_n, p, 0, padded);
                 }
             }
         }
@@ -398,72 +419,20 @@ mod tests {
 
     /// Every path of the kernel: blocks (several, a stride, a 1 × 1 map, a tail slice of two
     /// channels, two groups), the whole batch side by side, one sample per product, dilation
-    /// with asymmetric padding, a strided 1 × 1 kernel.
-    const CASES: [Case; 8] = [
-        (
-            [2, 128, 2, 2],
-            [16, 128, 3, 3],
-            [1, 1],
-            [1, 1],
-            [(1, 1), (1, 1)],
-            1,
-        ),
-        (
-            [3, 130, 1, 1],
-            [8, 130, 3, 3],
-            [1, 1],
-            [1, 1],
-            [(1, 1), (1, 1)],
-            1,
-        ),
-        (
-            [2, 128, 4, 4],
-            [8, 128, 3, 3],
-            [2, 2],
-            [1, 1],
-            [(1, 1), (1, 1)],
-            1,
-        ),
-        (
-            [4, 128, 4, 4],
-            [16, 128, 3, 3],
-            [1, 1],
-            [1, 1],
-            [(1, 1), (1, 1)],
-            1,
-        ),
-        (
-            [1, 128, 12, 12],
-            [16, 128, 3, 3],
-            [1, 1],
-            [1, 1],
-            [(1, 1), (1, 1)],
-            1,
-        ),
-        (
-            [2, 256, 2, 2],
-            [16, 128, 3, 3],
-            [1, 1],
-            [1, 1],
-            [(1, 1), (1, 1)],
-            2,
-        ),
-        (
-            [2, 128, 3, 4],
-            [8, 128, 3, 2],
-            [2, 1],
-            [1, 2],
-            [(1, 2), (0, 1)],
-            1,
-        ),
-        (
-            [2, 128, 2, 2],
-            [64, 128, 1, 1],
-            [2, 2],
-            [1, 1],
-            [(0, 0), (0, 0)],
-            1,
-        ),
+    /// with asymmetric padding, a strided 1 × 1 kernel, and more output channels than one step
+    /// of [`DEPTH`] (blocks, and the batch side by side).
+    #[rustfmt::skip]
+    const CASES: [Case; 10] = [
+        ([2, 128, 2, 2], [16, 128, 3, 3], [1, 1], [1, 1], [(1, 1), (1, 1)], 1),
+        ([3, 130, 1, 1], [8, 130, 3, 3], [1, 1], [1, 1], [(1, 1), (1, 1)], 1),
+        ([2, 128, 4, 4], [8, 128, 3, 3], [2, 2], [1, 1], [(1, 1), (1, 1)], 1),
+        ([4, 128, 4, 4], [16, 128, 3, 3], [1, 1], [1, 1], [(1, 1), (1, 1)], 1),
+        ([1, 128, 12, 12], [16, 128, 3, 3], [1, 1], [1, 1], [(1, 1), (1, 1)], 1),
+        ([2, 256, 2, 2], [16, 128, 3, 3], [1, 1], [1, 1], [(1, 1), (1, 1)], 2),
+        ([2, 128, 3, 4], [8, 128, 3, 2], [2, 1], [1, 2], [(1, 2), (0, 1)], 1),
+        ([2, 128, 2, 2], [64, 128, 1, 1], [2, 2], [1, 1], [(0, 0), (0, 0)], 1),
+        ([2, 128, 1, 1], [136, 128, 3, 3], [1, 1], [1, 1], [(1, 1), (1, 1)], 1),
+        ([2, 128, 2, 2], [136, 128, 1, 1], [1, 1], [1, 1], [(0, 0), (0, 0)], 1),
     ];
 
     fn options((_, _, stride, dilation, padding, groups): &Case) -> ConvOptions<2> {
