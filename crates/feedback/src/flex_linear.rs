@@ -21,9 +21,9 @@ use core::mem::MaybeUninit;
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use crate::backend::{FeedbackKernel, ScaleKind};
+use crate::backend::FeedbackKernel;
 use crate::flex_conv::product;
-use crate::fused::{Formation, prefetch, total};
+use crate::fused::{Formation, prefetch, scale_factor, scale_in_place};
 
 /// The reduction length of one piece of `V₀` (a piece is at most `PART_MAX × DEPTH` values,
 /// 256 KiB).
@@ -92,13 +92,8 @@ pub(crate) fn x_backward(
     if rows == 0 {
         return None;
     }
-    let aux = match kernel.needs_aux() {
-        true => Some(aux?.as_slice::<f32>()?).filter(|a| a.len() == w.len()),
-        false => Some(w),
-    }?;
     // Last: brSF draws its key here, and a `None` after it would have the fallback draw again.
-    let formation = Formation::new(kernel.form)?;
-    let norms = kernel.scale == ScaleKind::MatchNorm;
+    let (aux, formation, norms) = Formation::for_kernel(kernel, w, aux)?;
 
     let width = part_width(inputs);
     let mut out: Vec<f32> = Vec::with_capacity(rows * inputs);
@@ -170,17 +165,7 @@ pub(crate) fn x_backward(
     // SAFETY: the parts wrote all `rows · inputs` values (every column, every row).
     unsafe { out.set_len(rows * inputs) };
 
-    let (ww, vv) = total(&sums);
-    let factor = match kernel.scale {
-        ScaleKind::Unit => 1.0,
-        ScaleKind::Constant(c) => c,
-        // A zero V₀ stays zero (as the generic path, which clamps the norm at 1e-30).
-        ScaleKind::MatchNorm => (ww.sqrt() / vv.sqrt().max(1e-30)) as f32,
-    };
-    if factor != 1.0 {
-        out.par_chunks_mut(1 << 14)
-            .for_each(|c| c.iter_mut().for_each(|x| *x *= factor));
-    }
+    scale_in_place(&mut out, scale_factor(kernel.scale, &sums));
     let mut dims = g_shape.to_vec();
     *dims.last_mut().expect("rank ≥ 2") = inputs;
     Some(FlexTensor::from_data(TensorData::new(
@@ -192,44 +177,19 @@ pub(crate) fn x_backward(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::FeedbackForm;
+    use crate::backend::{FeedbackForm, ScaleKind};
+    use crate::kernel_tests::{
+        KEY, assert_close, factor, host, independent_v0, kernels, magnitudes, values,
+    };
     use crate::random::RandomScope;
-    use burn::backend::Flex;
-    use burn::tensor::Distribution;
 
     fn tensor(values: Vec<f32>, dims: &[usize]) -> FlexTensor {
         FlexTensor::from_data(TensorData::new(values, Shape::from(dims.to_vec())))
     }
 
-    /// Values in [-1, 1) from a fixed hash of the index, with exact zeros among them (sign 0).
-    fn values(n: usize, salt: u64) -> Vec<f32> {
-        (0..n)
-            .map(|i| {
-                let bits = crate::splitmix64(salt ^ (i as u64));
-                if bits.is_multiple_of(17) {
-                    0.0
-                } else {
-                    (bits >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-                }
-            })
-            .collect()
-    }
-
-    /// `s·g·V₀ᵀ` by host loops in f64, `V₀` as given, `s` from the kernel's scale and the norms.
-    fn reference(
-        kernel: &FeedbackKernel,
-        w: &[f32],
-        v0: &[f32],
-        g: &[f32],
-        inputs: usize,
-    ) -> Vec<f32> {
-        let outputs = w.len() / inputs;
-        let squares = |x: &[f32]| x.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>();
-        let factor = match kernel.scale {
-            ScaleKind::Unit => 1.0,
-            ScaleKind::Constant(c) => f64::from(c),
-            ScaleKind::MatchNorm => squares(w).sqrt() / squares(v0).sqrt().max(1e-30),
-        };
+    /// `s·g·V₀ᵀ` by host loops in f64, `V₀` and `s` as given.
+    fn reference(factor: f64, v0: &[f32], g: &[f32], inputs: usize) -> Vec<f32> {
+        let outputs = v0.len() / inputs;
         let rows = g.len() / outputs;
         let mut dx = vec![0.0f32; rows * inputs];
         for r in 0..rows {
@@ -243,32 +203,12 @@ mod tests {
         dx
     }
 
-    fn host(t: &FlexTensor) -> Vec<f32> {
-        t.as_slice::<f32>().expect("contiguous f32").to_vec()
-    }
-
     /// Every form and scale, on shapes with one and several parts and steps, part and step
     /// tails, rank 3, and the serial and parallel paths, against host loops over a `V₀` formed
     /// independently: burn's generic ops, or for brSF the whole-tensor fill under the same key
     /// (itself tested against the per-element stream in `fused`).
     #[test]
     fn input_gradient_matches_host_loops_for_every_form() {
-        let kernels = [
-            (FeedbackForm::Weight, ScaleKind::Unit),
-            (FeedbackForm::Sign, ScaleKind::MatchNorm),
-            (FeedbackForm::Sign, ScaleKind::Unit),
-            (FeedbackForm::MaskedSign, ScaleKind::MatchNorm),
-            (FeedbackForm::Given, ScaleKind::MatchNorm),
-            (FeedbackForm::Given, ScaleKind::Constant(0.25)),
-            (
-                FeedbackForm::RandomMaskedSign(Distribution::Uniform(0.5, 1.5)),
-                ScaleKind::MatchNorm,
-            ),
-            (
-                FeedbackForm::RandomMaskedSign(Distribution::Normal(1.0, 0.2)),
-                ScaleKind::MatchNorm,
-            ),
-        ];
         // (grad dims, inputs): outputs is the grad's last axis.
         let shapes: [(&[usize], usize); 5] = [
             (&[3, 7], 5),
@@ -280,44 +220,24 @@ mod tests {
         for (g_dims, inputs) in shapes {
             let outputs = *g_dims.last().unwrap();
             let w = values(inputs * outputs, 1);
-            let aux: Vec<f32> = values(inputs * outputs, 2)
-                .iter()
-                .map(|v| v.abs() + 0.1)
-                .collect();
+            let aux = magnitudes(inputs * outputs, 2);
             let g = values(g_dims.iter().product(), 3);
             let (wt, at, gt) = (
                 tensor(w.clone(), &[inputs, outputs]),
                 tensor(aux, &[inputs, outputs]),
                 tensor(g.clone(), g_dims),
             );
-            for (form, scale) in kernels {
-                let kernel = FeedbackKernel { form, scale };
-                let what = format!("{form:?} {scale:?} on {g_dims:?} × {inputs}");
-                let got = RandomScope::run(5, || {
+            for kernel in kernels() {
+                let what = format!("{kernel:?} on {g_dims:?} × {inputs}");
+                let got = RandomScope::run(KEY, || {
                     x_backward(&kernel, &wt, Some(&at), &gt).expect("fused path")
                 });
-                let v0 = match form {
-                    FeedbackForm::RandomMaskedSign(_) => RandomScope::run(5, || {
-                        crate::fused::feedback_matrix_parts(&kernel, &wt, Some(&at))
-                            .expect("counter-based")
-                            .0
-                    }),
-                    _ => kernel.form_parts::<Flex>(wt.clone(), Some(at.clone())).0,
-                };
-                let want = reference(&kernel, &w, &host(&v0), &g, inputs);
+                let v0 = independent_v0(&kernel, &wt, &at);
+                let want = reference(factor(&kernel, &w, &v0), &v0, &g, inputs);
                 let mut dims = g_dims.to_vec();
                 *dims.last_mut().unwrap() = inputs;
                 assert_eq!(got.shape().to_vec(), dims, "{what}: shape");
-                let got = host(&got);
-                let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-6);
-                let err = got
-                    .iter()
-                    .zip(&want)
-                    .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
-                assert!(
-                    err <= 2e-5 * scale,
-                    "{what}: max error {err} (scale {scale})"
-                );
+                assert_close(&what, &host(&got), &want);
             }
         }
     }

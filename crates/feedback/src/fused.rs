@@ -434,6 +434,24 @@ impl Formation {
         })
     }
 
+    /// What a kernel that forms `V₀` beside its products needs for `kernel` on the weight's
+    /// values `w`: the auxiliary tensor's values (`w` again where the kernel reads none), the
+    /// formation, and whether the norms are summed. `None` for a missing or mis-sized auxiliary
+    /// tensor, or a distribution without a counter-based sampler. brSF draws its key here, so a
+    /// caller checks everything else first: a `None` after it would have the fallback draw again.
+    pub(crate) fn for_kernel<'a>(
+        kernel: &FeedbackKernel,
+        w: &'a [f32],
+        aux: Option<&'a FlexTensor>,
+    ) -> Option<(&'a [f32], Self, bool)> {
+        let aux = match kernel.needs_aux() {
+            true => Some(aux?.as_slice::<f32>()?).filter(|a| a.len() == w.len()),
+            false => Some(w),
+        }?;
+        let formation = Self::new(kernel.form)?;
+        Some((aux, formation, kernel.scale == ScaleKind::MatchNorm))
+    }
+
     /// Whether [`fill`](Self::fill) reads the auxiliary tensor.
     pub(crate) fn needs_aux(self) -> bool {
         matches!(self, Self::Given | Self::MaskedSign)
@@ -544,6 +562,27 @@ pub(crate) fn total(sums: &[(f64, f64)]) -> (f64, f64) {
         .fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y))
 }
 
+/// `s` for `scale` from the `(Σ W², Σ V₀²)` of a fill's parts, added in order.
+pub(crate) fn scale_factor(scale: ScaleKind, sums: &[(f64, f64)]) -> f32 {
+    let (ww, vv) = total(sums);
+    match scale {
+        ScaleKind::Unit => 1.0,
+        ScaleKind::Constant(c) => c,
+        // A zero V₀ stays zero (as the generic path, which clamps the norm at 1e-30).
+        ScaleKind::MatchNorm => (ww.sqrt() / vv.sqrt().max(1e-30)) as f32,
+    }
+}
+
+/// `values *= factor` in parallel blocks (nothing when `factor` is 1): `s` applied to an input
+/// gradient formed with `V₀`.
+pub(crate) fn scale_in_place(values: &mut [f32], factor: f32) {
+    if factor != 1.0 {
+        values
+            .par_chunks_mut(1 << 14)
+            .for_each(|c| c.iter_mut().for_each(|x| *x *= factor));
+    }
+}
+
 /// `(V₀, s)` for `kernel` on contiguous f32 tensors (see
 /// [`FeedbackBackend::feedback_matrix_parts`](crate::FeedbackBackend::feedback_matrix_parts)), or
 /// `None` where the generic path must do it (other dtypes, strided views, distributions without
@@ -564,7 +603,7 @@ pub(crate) fn feedback_matrix_parts(
     };
     let aux = aux_tensor.map(|a| a.as_slice::<f32>().expect("checked above"));
     let norms = kernel.scale == ScaleKind::MatchNorm;
-    let (v0, (ww, vv)) = match kernel.form {
+    let (v0, sums) = match kernel.form {
         // V₀ is a tensor we already hold: only its norm is needed, and only for MatchNorm.
         FeedbackForm::Weight | FeedbackForm::Given => {
             let (v0, values) = match aux_tensor {
@@ -598,12 +637,7 @@ pub(crate) fn feedback_matrix_parts(
             (v0, total(&sums))
         }
     };
-    let factor = match kernel.scale {
-        ScaleKind::Unit => 1.0,
-        ScaleKind::Constant(c) => c,
-        // A zero V₀ stays zero (as the generic path, which clamps the norm at 1e-30).
-        ScaleKind::MatchNorm => (ww.sqrt() / vv.sqrt().max(1e-30)) as f32,
-    };
+    let factor = scale_factor(kernel.scale, &[sums]);
     let factor = FlexTensor::from_data(TensorData::new(vec![factor], [1]));
     Some((v0, factor))
 }

@@ -17,6 +17,8 @@ mod flex_pool;
 mod frozen;
 #[cfg(feature = "flex")]
 mod fused;
+#[cfg(all(test, feature = "flex"))]
+mod kernel_tests;
 pub mod layers;
 pub mod ops;
 pub mod random;
