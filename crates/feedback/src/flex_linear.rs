@@ -23,18 +23,11 @@ use rayon::prelude::*;
 
 use crate::backend::FeedbackKernel;
 use crate::flex_conv::product;
-use crate::fused::{Formation, prefetch, scale_factor, scale_in_place};
+use crate::fused::{AHEAD, Disjoint, Formation, scale_factor, scale_in_place};
 
 /// The reduction length of one piece of `V₀` (a piece is at most `PART_MAX × DEPTH` values,
 /// 256 KiB).
 const DEPTH: usize = 256;
-
-/// How many rows of `W` (and `M` or `B`) ahead of the fill their cache lines are asked for.
-/// Asking for a whole piece's rows at once (64 rows, up to 128 KiB) while its predecessor's
-/// product ran left the fill as slow as without prefetching (1.2–1.6 ms of CPU per backward of
-/// the 1024² layer for FA, against 0.46–0.57 ms with this, and BP's copy 0.6–0.7 → 0.3–0.5 ms):
-/// most of those requests were not served in time. 2 to 8 rows ahead did equally well, 16 worse.
-const AHEAD: usize = 4;
 
 /// The widest part (columns of `dx`).
 const PART_MAX: usize = 256;
@@ -50,22 +43,6 @@ const SERIAL_WORK: usize = 1 << 18;
 fn part_width(columns: usize) -> usize {
     columns.div_ceil(PARTS).next_multiple_of(16).min(PART_MAX)
 }
-
-/// A pointer to `dx` shared by the parts, which write disjoint columns.
-#[derive(Clone, Copy)]
-struct Output(*mut f32);
-
-impl Output {
-    /// The address of element `offset` (a method, so closures capture the whole `Output`).
-    fn at(self, offset: usize) -> *mut f32 {
-        self.0.wrapping_add(offset)
-    }
-}
-
-// SAFETY: the parts write disjoint sets of elements (their own columns), see `x_backward`.
-unsafe impl Send for Output {}
-// SAFETY: as above.
-unsafe impl Sync for Output {}
 
 /// `dx = s·g·V₀ᵀ` for `W` `[d_in, d_out]` and `g` `[..., d_out]` (contiguous f32), `V₀` and `s`
 /// as `kernel` forms them (brSF draws its key here, once): `[..., d_in]`. `None` where the
@@ -97,7 +74,8 @@ pub(crate) fn x_backward(
 
     let width = part_width(inputs);
     let mut out: Vec<f32> = Vec::with_capacity(rows * inputs);
-    let dst = Output(out.as_mut_ptr());
+    // The parts write disjoint columns of `dx`.
+    let dst = Disjoint::new(&mut out);
     let part = |p: usize| -> (f64, f64) {
         let first = p * width;
         let columns = width.min(inputs - first);
@@ -107,10 +85,7 @@ pub(crate) fn x_backward(
         let rows_ahead = |from: usize, depth: usize, rows: core::ops::Range<usize>| {
             for r in rows {
                 let at = r * outputs + from;
-                prefetch(&w[at..at + depth]);
-                if formation.needs_aux() {
-                    prefetch(&aux[at..at + depth]);
-                }
+                formation.prefetch(w, aux, at..at + depth);
             }
         };
         for (step, from) in (0..outputs).step_by(DEPTH).enumerate() {

@@ -232,27 +232,26 @@ impl Geometry {
     }
 
     /// Adds the patch-row gradients `col` of block `b` (rows and columns as in
-    /// [`block_patches`](Self::block_patches), `channels` rows a tap, `samples` samples) onto the
-    /// input positions they were read from: `dx` yields, sample after sample, the whole planes
-    /// of those channels in its input gradient. Each value's sums run over the taps in order,
-    /// whatever the slicing of the channels and samples.
-    pub(super) fn block_col_add<'d>(
+    /// [`block_patches`](Self::block_patches), `channels` rows a tap, one sample per entry of
+    /// `dx`) onto the input positions they were read from: each entry of `dx` is the whole planes
+    /// of those channels in one sample's input gradient. Each value's sums run over the taps in
+    /// order, whatever the slicing of the channels and samples.
+    pub(super) fn block_col_add(
         &self,
         col: &[f32],
         b: &Block,
-        (channels, samples): (usize, usize),
-        dx: impl Iterator<Item = &'d mut [f32]>,
+        channels: usize,
+        dx: &mut [&mut [f32]],
         offsets: &mut Vec<usize>,
     ) {
         let plane = self.height * self.width;
         let pb = b.positions();
-        let n = samples * pb;
-        for (s, dx_s) in dx.take(samples).enumerate() {
-            for (slab, tap) in col.chunks((channels * n).max(1)).zip(self.block_taps(b)) {
-                self.block_offsets(b, tap, offsets);
-                for (c, row) in slab.chunks(n.max(1)).take(channels).enumerate() {
+        let n = dx.len() * pb;
+        for (slab, tap) in col.chunks((channels * n).max(1)).zip(self.block_taps(b)) {
+            self.block_offsets(b, tap, offsets);
+            for (c, row) in slab.chunks(n.max(1)).take(channels).enumerate() {
+                for (values, dx_s) in row.chunks(pb.max(1)).zip(dx.iter_mut()) {
                     let channel = &mut dx_s[c * plane..][..plane];
-                    let values = &row[s * pb..][..pb];
                     for (v, &o) in values.iter().zip(offsets.iter()) {
                         channel[o] += v;
                     }
@@ -355,7 +354,13 @@ pub(super) fn x_backward_blocks(geo: &Geometry, vs: &[f32], gs: &[f32]) -> Vec<f
     type Buffers = (Vec<f32>, Vec<f32>, Vec<usize>);
     let compute = |(rows, col, offsets): &mut Buffers, inner, (t, dx_t): (usize, &mut [f32])| {
         let (n0, count) = (t * chunk, dx_t.len() / per_x.max(1));
+        let planes = cg * geo.height * geo.width;
         for group in 0..geo.groups {
+            // This group's channels of each sample of the chunk.
+            let mut dx: Vec<&mut [f32]> = dx_t
+                .chunks_mut(per_x.max(1))
+                .map(|dx_n| &mut dx_n[group * planes..][..planes])
+                .collect();
             for b in blocks.iter().filter(|b| b.taps() > 0) {
                 let n = count * b.positions();
                 geo.block_grad_rows(gs, (n0, count), group, b, rows);
@@ -366,11 +371,7 @@ pub(super) fn x_backward_blocks(geo: &Geometry, vs: &[f32], gs: &[f32]) -> Vec<f
                     let dst = &mut col[k * cg * n..][..cg * n];
                     matmul(cg, n, og, dst, false, v_t, (taps, kg), rows, (n, 1), inner);
                 }
-                let planes = cg * geo.height * geo.width;
-                let dx = dx_t
-                    .chunks_mut(per_x.max(1))
-                    .map(|dx_n| &mut dx_n[group * planes..][..planes]);
-                geo.block_col_add(col, b, (cg, count), dx, offsets);
+                geo.block_col_add(col, b, cg, &mut dx, offsets);
             }
         }
     };

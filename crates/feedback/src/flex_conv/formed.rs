@@ -33,7 +33,7 @@ use rayon::prelude::*;
 
 use super::{Geometry, dims4, matmul};
 use crate::backend::FeedbackKernel;
-use crate::fused::{Formation, prefetch, scale_factor, scale_in_place};
+use crate::fused::{AHEAD, Disjoint, Formation, scale_factor, scale_in_place};
 
 /// Input channels per task: a multiple of 64, so that a formed row of a 3 × 3 kernel (576 values)
 /// is whole blocks of the sums' 64-value loops. Slices of 32 channels (rows of 288 values, 32 of
@@ -46,9 +46,6 @@ const SLICE: usize = 64;
 /// too. On this project's 2-vCPU EPYC (1 MiB per core) all of a slice at once (1.1 MiB for 512
 /// output channels) measured the same.
 const DEPTH: usize = 128;
-
-/// How many output channels ahead of the fill the rows of `W` (and `M` or `B`) are asked for.
-const AHEAD: usize = 4;
 
 /// Below this many multiply-adds the tasks run one after the other on the calling thread.
 const SERIAL_WORK: usize = 1 << 18;
@@ -68,30 +65,6 @@ fn pays(geo: &Geometry) -> bool {
     geo.cg() >= 2 * SLICE
         && geo.batch * geo.positions() <= COLUMNS_MAX
         && geo.out_channels * geo.kg() >= dx
-}
-
-/// A pointer to `dx` shared by the tasks, which write disjoint channels of it.
-#[derive(Clone, Copy)]
-struct Output(*mut MaybeUninit<f32>);
-
-// SAFETY: the tasks write disjoint sets of elements (their own channels), see `x_backward`.
-unsafe impl Send for Output {}
-// SAFETY: as above.
-unsafe impl Sync for Output {}
-
-impl Output {
-    /// `len` elements from `offset`, zeroed.
-    ///
-    /// # Safety
-    /// `offset + len` lies inside the allocation, and no other live reference covers them.
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn zeroed(&self, offset: usize, len: usize) -> &mut [f32] {
-        // SAFETY: in bounds and not aliased, by the caller's promise.
-        let part = unsafe { core::slice::from_raw_parts_mut(self.0.add(offset), len) };
-        part.fill(MaybeUninit::new(0.0));
-        // SAFETY: every value was just initialised.
-        unsafe { &mut *(part as *mut [MaybeUninit<f32>] as *mut [f32]) }
-    }
 }
 
 /// The output-gradient rows every task multiplies against, per group.
@@ -129,7 +102,8 @@ pub(crate) fn x_backward(
     let (aux, formation, norms) = Formation::for_kernel(kernel, w, aux)?;
 
     let mut v0: Vec<f32> = Vec::with_capacity(if keep { w.len() } else { 0 });
-    let kept = keep.then(|| Output(v0.spare_capacity_mut().as_mut_ptr()));
+    // The tasks write disjoint rows of `V₀` (their own channels of every output channel).
+    let kept = keep.then(|| Disjoint::new(&mut v0));
     let (mut dx, sums) = slices(&geo, formation, norms, (w, aux), gs, kept);
     let factor = scale_factor(kernel.scale, &sums);
     scale_in_place(&mut dx, factor);
@@ -152,7 +126,7 @@ fn slices(
     norms: bool,
     (w, aux): (&[f32], &[f32]),
     gs: &[f32],
-    kept: Option<Output>,
+    kept: Option<Disjoint>,
 ) -> (Vec<f32>, Vec<(f64, f64)>) {
     let (og, cg, kg) = (geo.og(), geo.cg(), geo.kg());
     let (kw, taps) = (geo.kernel[1], geo.kernel[0] * geo.kernel[1]);
@@ -187,7 +161,8 @@ fn slices(
     };
 
     let mut dx: Vec<f32> = Vec::with_capacity(geo.batch * per_x);
-    let out = Output(dx.spare_capacity_mut().as_mut_ptr());
+    // The tasks write disjoint channels of `dx`.
+    let out = Disjoint::new(&mut dx);
     let per_group = cg.div_ceil(SLICE);
     // A piece of V₀, a buffer of patch-row gradients, a padded-planes buffer, block offsets.
     type Buffers = (Vec<f32>, Vec<f32>, Vec<f32>, Vec<usize>);
@@ -196,11 +171,18 @@ fn slices(
         let width = SLICE.min(cg - c0);
         let len = width * taps;
         let start = |o: usize| (g * og + o) * kg + c0 * taps;
+        // Output channel `o`'s row of `W` (and `M` or `B`) is on its way by the time it is read.
+        let ask_ahead = |o: usize| {
+            if o + AHEAD < og {
+                let ahead = start(o + AHEAD);
+                formation.prefetch(w, aux, ahead..ahead + len);
+            }
+        };
         let keep_row = |at: usize, row: &[MaybeUninit<f32>]| {
             if let Some(kept) = kept {
                 // SAFETY: a row of this slice is `len` values of V₀ from `at`, inside the
                 // weight-sized allocation, which no other task writes.
-                let dst = unsafe { core::slice::from_raw_parts_mut(kept.0.add(at), len) };
+                let dst = unsafe { kept.part(at, len) };
                 dst.copy_from_slice(row);
             }
         };
@@ -229,13 +211,7 @@ fn slices(
             let (v, strides): (&[f32], (usize, usize)) =
                 if let Some(whole) = formation.in_place(w, aux) {
                     for o in rows_o.clone().filter(|_| norms || kept.is_some()) {
-                        if o + AHEAD < og {
-                            let ahead = start(o + AHEAD);
-                            prefetch(&w[ahead..ahead + len]);
-                            if !core::ptr::eq(whole, w) {
-                                prefetch(&whole[ahead..ahead + len]);
-                            }
-                        }
+                        ask_ahead(o);
                         let at = start(o);
                         let (w_row, v_row) = (&w[at..at + len], &whole[at..at + len]);
                         if norms {
@@ -255,13 +231,7 @@ fn slices(
                         .chunks_exact_mut(len)
                         .zip(rows_o.clone())
                     {
-                        if o + AHEAD < og {
-                            let ahead = start(o + AHEAD);
-                            prefetch(&w[ahead..ahead + len]);
-                            if formation.needs_aux() {
-                                prefetch(&aux[ahead..ahead + len]);
-                            }
-                        }
+                        ask_ahead(o);
                         let at = start(o);
                         let range = at..at + len;
                         let (w_row, a_row) = (&w[range.clone()], Some(&aux[range]));
@@ -328,8 +298,7 @@ fn slices(
                 let mut at = 0;
                 for b in &blocks {
                     let size = b.taps() * width * geo.batch * b.positions();
-                    let dx = dxs.iter_mut().map(|d| &mut **d);
-                    geo.block_col_add(&col[at..][..size], b, (width, geo.batch), dx, offsets);
+                    geo.block_col_add(&col[at..][..size], b, width, &mut dxs, offsets);
                     at += size;
                 }
             }
