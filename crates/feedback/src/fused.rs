@@ -329,14 +329,39 @@ pub(crate) fn with_best_simd<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum SimdLevel {
-    V4,
-    V3,
     Baseline,
+    V3,
+    V4,
 }
 
+/// The environment variable that caps the instruction set of signsym's own CPU loops: `avx2`
+/// or `baseline` (anything else: no cap). With a build without `x86-v4` (whose `gemm` then runs
+/// its AVX2 kernels) it stands in for a CPU without AVX-512 when measuring
+/// (docs/performance.md). It never raises the level above what the CPU has.
+pub(crate) const MAX_SIMD_VAR: &str = "SIGNSYM_MAX_SIMD";
+
+/// The widest instruction set this CPU has for signsym's loops, capped by [`MAX_SIMD_VAR`];
+/// decided once per process.
 pub(crate) fn simd_level() -> SimdLevel {
+    static LEVEL: std::sync::OnceLock<SimdLevel> = std::sync::OnceLock::new();
+    *LEVEL.get_or_init(|| {
+        let cap = std::env::var(MAX_SIMD_VAR).ok();
+        detected_simd_level().min(simd_cap(cap.as_deref()))
+    })
+}
+
+/// The cap a value of [`MAX_SIMD_VAR`] sets.
+fn simd_cap(value: Option<&str>) -> SimdLevel {
+    match value.map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+        Some("avx2") => SimdLevel::V3,
+        Some("baseline") => SimdLevel::Baseline,
+        _ => SimdLevel::V4,
+    }
+}
+
+fn detected_simd_level() -> SimdLevel {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::is_x86_feature_detected as has;
@@ -755,6 +780,18 @@ mod tests {
                 "Σ V² {vv} vs {vv_want}"
             );
         }
+    }
+
+    /// `SIGNSYM_MAX_SIMD` only lowers the level: `avx2` and `baseline` (any case) cap it,
+    /// anything else leaves the CPU's own, and the level in force is never above the CPU's.
+    #[test]
+    fn the_simd_cap_only_lowers_the_level() {
+        assert_eq!(simd_cap(Some("avx2")), SimdLevel::V3);
+        assert_eq!(simd_cap(Some(" AVX2 ")), SimdLevel::V3);
+        assert_eq!(simd_cap(Some("baseline")), SimdLevel::Baseline);
+        assert_eq!(simd_cap(Some("avx512")), SimdLevel::V4);
+        assert_eq!(simd_cap(None), SimdLevel::V4);
+        assert!(simd_level() <= detected_simd_level());
     }
 
     /// The AVX-512 and AVX2 sums of squares give the portable loop's bits, on lengths with and
