@@ -11,6 +11,12 @@
 //! 32) and of ResNet's stem (3×3/2, padding 1, 64 × 16 × 16), forward + backward: burn's
 //! `max_pool2d` against the extension's op (`signsym::feedback::ops::max_pool2d`).
 //!
+//! And a 1-d convolution (64 → 64 channels, kernel 5, padding 2, batch 32, length 256) and a
+//! transposed 2-d convolution (64 → 32 channels, kernel 4, stride 2, padding 1: 16 × 16 → 32 × 32,
+//! batch 32), forward + backward (input, weight and bias gradients): burn's op against the
+//! extension's (`feedback_conv1d`, `feedback_conv_transpose2d` with `V = W`), which on Flex run
+//! the extension's 2-d convolution kernels.
+//!
 //! `cargo bench --bench feedback_kernels`
 
 mod support;
@@ -114,6 +120,94 @@ fn bench(c: &mut Criterion) {
         conv_step,
     );
     pooling(c, &device);
+    other_convolutions(c, &device);
+}
+
+/// Forward + backward (all three gradients) of a 1-d (`transposed == false`) or transposed 2-d
+/// convolution, through burn's op or the extension's.
+fn other_conv_step(ours: bool, transposed: bool, device: &Device) -> impl FnMut() -> f32 + use<> {
+    use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
+    let (x, w, b) = if transposed {
+        (
+            Tensor::<4>::random([32, 64, 16, 16], Distribution::Default, device),
+            Tensor::<4>::random([64, 32, 4, 4], Distribution::Default, device),
+            Tensor::<1>::random([32], Distribution::Default, device),
+        )
+    } else {
+        (
+            Tensor::<3>::random([32, 64, 256], Distribution::Default, device).unsqueeze_dim(2),
+            Tensor::<3>::random([64, 64, 5], Distribution::Default, device).unsqueeze_dim(2),
+            Tensor::<1>::random([64], Distribution::Default, device),
+        )
+    };
+    let conv1d = ConvOptions::new([1], [2], [1], 1);
+    let up = ConvTransposeOptions::new([2, 2], [1, 1], [0, 0], [1, 1], 1);
+    move || {
+        let (input, weight, bias) = (
+            x.clone().require_grad(),
+            w.clone().require_grad(),
+            b.clone().require_grad(),
+        );
+        let y: Tensor<4> = match (transposed, ours) {
+            (true, true) => signsym::feedback::ops::feedback_conv_transpose2d(
+                input.clone(),
+                weight.clone(),
+                Some(bias.clone()),
+                weight.clone().detach(),
+                up.clone(),
+            )
+            .expect("shapes"),
+            (true, false) => burn::tensor::module::conv_transpose2d(
+                input.clone(),
+                weight.clone(),
+                Some(bias.clone()),
+                up.clone(),
+            ),
+            (false, true) => signsym::feedback::ops::feedback_conv1d(
+                input.clone().squeeze_dim(2),
+                weight.clone().squeeze_dim(2),
+                Some(bias.clone()),
+                weight.clone().detach().squeeze_dim(2),
+                conv1d.clone(),
+            )
+            .expect("shapes")
+            .unsqueeze_dim(2),
+            (false, false) => burn::tensor::module::conv1d(
+                input.clone().squeeze_dim(2),
+                weight.clone().squeeze_dim(2),
+                Some(bias.clone()),
+                conv1d.clone(),
+            )
+            .unsqueeze_dim(2),
+        };
+        let grads = y.sum().backward();
+        let first = |t: Tensor<4>| t.slice([0..1, 0..1, 0..1, 0..1]).into_scalar::<f32>();
+        first(input.grad(&grads).expect("input gradient"))
+            + first(weight.grad(&grads).expect("weight gradient"))
+            + bias
+                .grad(&grads)
+                .expect("bias gradient")
+                .sum()
+                .into_scalar::<f32>()
+    }
+}
+
+fn other_convolutions(c: &mut Criterion, device: &Device) {
+    for (name, transposed) in [
+        ("kernel/conv1d_k5_64x64_b32_256", false),
+        ("kernel/conv_transpose4x4s2_64x32_b32_16x16", true),
+    ] {
+        if !support::selected(name) {
+            continue;
+        }
+        let mut group = c.benchmark_group(name);
+        group.sample_size(20);
+        for (label, ours) in [("burn", false), ("signsym", true)] {
+            let mut f = other_conv_step(ours, transposed, device);
+            group.bench_function(label, |b| b.iter(&mut f));
+        }
+        group.finish();
+    }
 }
 
 /// Forward + backward of a max pooling through `ours` (the extension's op) or burn's.

@@ -286,7 +286,14 @@ impl LayerOp {
     ) -> FloatTensor<B> {
         match self {
             Self::Linear => B::linear(x, weight, bias),
-            Self::Conv1d(o) => B::conv1d(x, weight, bias, o.clone()),
+            Self::Conv1d(o) => without_height::<B>(B::feedback_conv2d(
+                with_unit_height::<B>(x),
+                with_unit_height::<B>(weight),
+                bias.into(),
+                MaybeTensor::Absent,
+                conv1d_as_2d(o),
+                FeedbackKernel::WEIGHT,
+            )),
             // The backend's feedback op without autodiff: its own kernel (Flex: an im2col one).
             Self::Conv2d(o) => B::feedback_conv2d(
                 x,
@@ -296,7 +303,14 @@ impl LayerOp {
                 o.clone(),
                 FeedbackKernel::WEIGHT,
             ),
-            Self::ConvTranspose2d(o) => B::conv_transpose2d(x, weight, bias, o.clone()),
+            Self::ConvTranspose2d(o) => B::feedback_conv_transpose2d(
+                x,
+                weight,
+                bias.into(),
+                MaybeTensor::Absent,
+                o.clone(),
+                FeedbackKernel::WEIGHT,
+            ),
         }
     }
 
@@ -310,9 +324,14 @@ impl LayerOp {
         let x = || x.clone().expect("convolution input checkpointed");
         match self {
             Self::Linear => B::linear_x_backward(v, grad),
-            Self::Conv1d(o) => B::conv1d_x_backward(x(), v, grad, o.clone()),
+            Self::Conv1d(o) => without_height::<B>(B::feedback_conv2d_x_backward(
+                with_unit_height::<B>(x()),
+                with_unit_height::<B>(v),
+                with_unit_height::<B>(grad),
+                conv1d_as_2d(o),
+            )),
             Self::Conv2d(o) => B::feedback_conv2d_x_backward(x(), v, grad, o.clone()),
-            Self::ConvTranspose2d(o) => B::conv_transpose2d_x_backward(v, grad, o.clone()),
+            Self::ConvTranspose2d(o) => B::feedback_conv_transpose2d_x_backward(v, grad, o.clone()),
         }
     }
 
@@ -343,10 +362,15 @@ impl LayerOp {
         let weight = || weight.clone().expect("convolution weight checkpointed");
         match self {
             Self::Linear => B::linear_weight_backward(x, grad),
-            Self::Conv1d(o) => B::conv1d_weight_backward(x, weight(), grad, o.clone()),
+            Self::Conv1d(o) => without_height::<B>(B::feedback_conv2d_weight_backward(
+                with_unit_height::<B>(x),
+                with_unit_height::<B>(weight()),
+                with_unit_height::<B>(grad),
+                conv1d_as_2d(o),
+            )),
             Self::Conv2d(o) => B::feedback_conv2d_weight_backward(x, weight(), grad, o.clone()),
             Self::ConvTranspose2d(o) => {
-                B::conv_transpose2d_weight_backward(x, weight(), grad, o.clone())
+                B::feedback_conv_transpose2d_weight_backward(x, weight(), grad, o.clone())
             }
         }
     }
@@ -359,11 +383,38 @@ impl LayerOp {
     ) -> FloatTensor<B> {
         match self {
             Self::Linear => B::linear_bias_backward(grad),
-            Self::Conv1d(_) => B::conv1d_bias_backward(x, bias, grad),
+            Self::Conv1d(_) => B::feedback_conv2d_bias_backward(
+                with_unit_height::<B>(x),
+                bias,
+                with_unit_height::<B>(grad),
+            ),
             Self::Conv2d(_) => B::feedback_conv2d_bias_backward(x, bias, grad),
-            Self::ConvTranspose2d(_) => B::conv_transpose2d_bias_backward(x, bias, grad),
+            Self::ConvTranspose2d(_) => B::feedback_conv_transpose2d_bias_backward(x, bias, grad),
         }
     }
+}
+
+/// A 1-d convolution's options as those of the 2-d convolution it is over `[.., 1, length]`: the
+/// 1-d layers run the 2-d kernels (on Flex, the extension's own) on a unit height.
+fn conv1d_as_2d(options: &ConvOptions<1>) -> ConvOptions<2> {
+    ConvOptions::new_with_padding(
+        [1, options.stride[0]],
+        [(0, 0), options.padding[0]],
+        [1, options.dilation[0]],
+        options.groups,
+    )
+}
+
+/// `[a, b, l]` as `[a, b, 1, l]` (a reshape: no copy of contiguous data).
+fn with_unit_height<B: Backend>(t: FloatTensor<B>) -> FloatTensor<B> {
+    let s = t.shape();
+    B::float_reshape(t, Shape::from(vec![s[0], s[1], 1, s[2]]))
+}
+
+/// `[a, b, 1, l]` as `[a, b, l]`.
+fn without_height<B: Backend>(t: FloatTensor<B>) -> FloatTensor<B> {
+    let s = t.shape();
+    B::float_reshape(t, Shape::from(vec![s[0], s[1], s[3]]))
 }
 
 /// An optional tensor argument of a [`FeedbackBackend`] op (extension ops take no `Option` of a
@@ -601,6 +652,39 @@ pub trait FeedbackBackend: Backend {
     ) -> FloatTensor<Self> {
         let _ = (aux, kernel);
         Self::conv_transpose2d(x, weight, bias.into_option(), options)
+    }
+
+    /// The input gradient of a 2-d transposed convolution with kernel `weight` (`W` or a
+    /// feedback tensor `V`): burn's kernel, except on Flex, where it is the extension's forward
+    /// convolution of the output gradient.
+    fn feedback_conv_transpose2d_x_backward(
+        weight: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        options: ConvTransposeOptions<2>,
+    ) -> FloatTensor<Self> {
+        Self::conv_transpose2d_x_backward(weight, output_grad, options)
+    }
+
+    /// The weight gradient of a 2-d transposed convolution of `x` (`weight` gives the shape):
+    /// burn's kernel, except on Flex, where it is the extension's convolution weight gradient
+    /// with the input and the output gradient swapped.
+    fn feedback_conv_transpose2d_weight_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        options: ConvTransposeOptions<2>,
+    ) -> FloatTensor<Self> {
+        Self::conv_transpose2d_weight_backward(x, weight, output_grad, options)
+    }
+
+    /// The bias gradient of a 2-d transposed convolution: burn's, except on Flex (as
+    /// [`feedback_conv2d_bias_backward`](Self::feedback_conv2d_bias_backward)).
+    fn feedback_conv_transpose2d_bias_backward(
+        x: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        Self::conv_transpose2d_bias_backward(x, bias, output_grad)
     }
 
     /// 2-d max pooling (dilation 1, floor mode), the op the models' pooling layers call: on
@@ -883,6 +967,94 @@ impl FeedbackBackend for burn::backend::Flex {
         }
     }
 
+    fn feedback_conv1d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: MaybeTensor<Self>,
+        aux: MaybeTensor<Self>,
+        options: ConvOptions<1>,
+        kernel: FeedbackKernel,
+    ) -> FloatTensor<Self> {
+        let _ = (aux, kernel);
+        without_height::<Self>(Self::feedback_conv2d(
+            with_unit_height::<Self>(x),
+            with_unit_height::<Self>(weight),
+            bias,
+            MaybeTensor::Absent,
+            conv1d_as_2d(&options),
+            FeedbackKernel::WEIGHT,
+        ))
+    }
+
+    fn feedback_conv_transpose2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: MaybeTensor<Self>,
+        aux: MaybeTensor<Self>,
+        options: ConvTransposeOptions<2>,
+        kernel: FeedbackKernel,
+    ) -> FloatTensor<Self> {
+        let _ = (aux, kernel);
+        let bias = bias.into_option();
+        match crate::flex_conv::transposed::forward(&x, &weight, bias.as_ref(), &options) {
+            Some(y) => y,
+            None => <Self as burn::backend::ops::ModuleOps<Self>>::conv_transpose2d(
+                x, weight, bias, options,
+            ),
+        }
+    }
+
+    fn feedback_conv_transpose2d_x_backward(
+        weight: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        options: ConvTransposeOptions<2>,
+    ) -> FloatTensor<Self> {
+        match crate::flex_conv::transposed::x_backward(&weight, &output_grad, &options) {
+            Some(dx) => dx,
+            None => <Self as burn::backend::ops::ModuleOps<Self>>::conv_transpose2d_x_backward(
+                weight,
+                output_grad,
+                options,
+            ),
+        }
+    }
+
+    fn feedback_conv_transpose2d_weight_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        options: ConvTransposeOptions<2>,
+    ) -> FloatTensor<Self> {
+        let s = weight.shape();
+        let dims = [s[0], s[1], s[2], s[3]];
+        match crate::flex_conv::transposed::weight_backward(&x, dims, &output_grad, &options) {
+            Some(dw) => dw,
+            None => {
+                <Self as burn::backend::ops::ModuleOps<Self>>::conv_transpose2d_weight_backward(
+                    x,
+                    weight,
+                    output_grad,
+                    options,
+                )
+            }
+        }
+    }
+
+    fn feedback_conv_transpose2d_bias_backward(
+        x: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        match crate::flex_norm::channel_sums(&output_grad) {
+            Some(db) if db.shape() == bias.shape() => db,
+            _ => <Self as burn::backend::ops::ModuleOps<Self>>::conv_transpose2d_bias_backward(
+                x,
+                bias,
+                output_grad,
+            ),
+        }
+    }
+
     fn feedback_max_pool2d(
         x: FloatTensor<Self>,
         kernel: [usize; 2],
@@ -1018,6 +1190,16 @@ impl<B: FeedbackBackend, const N: usize> Backward<B, N> for FeedbackBackward<N> 
                     grad.clone(),
                     options.clone(),
                 ),
+                LayerOp::Conv1d(ref options) => {
+                    without_height::<B>(B::feedback_conv2d_formed_x_backward(
+                        with_unit_height::<B>(x.clone().expect("convolution input checkpointed")),
+                        with_unit_height::<B>(weight),
+                        aux.map(with_unit_height::<B>).into(),
+                        kernel,
+                        with_unit_height::<B>(grad.clone()),
+                        conv1d_as_2d(options),
+                    ))
+                }
                 _ => {
                     let parts = B::feedback_matrix_parts(weight, aux.into(), kernel);
                     scaled_x_backward::<B>(&op, x.clone(), parts, kernel.scale, grad.clone())

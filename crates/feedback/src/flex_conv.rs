@@ -34,6 +34,7 @@ use rayon::prelude::*;
 mod blocks;
 mod formed;
 mod lines;
+pub(crate) mod transposed;
 
 use blocks::{forward_blocks, weight_backward_blocks, x_backward_blocks};
 pub(crate) use formed::x_backward as formed_x_backward;
