@@ -996,12 +996,13 @@ impl FeedbackBackend for burn::backend::Flex {
     ) -> FloatTensor<Self> {
         let _ = (aux, kernel);
         let bias = bias.into_option();
-        match crate::flex_conv::transposed::forward(&x, &weight, bias.as_ref(), &options) {
-            Some(y) => y,
-            None => <Self as burn::backend::ops::ModuleOps<Self>>::conv_transpose2d(
-                x, weight, bias, options,
-            ),
-        }
+        crate::flex_conv::transposed::forward(&x, &weight, bias.as_ref(), &options).unwrap_or_else(
+            || {
+                <Self as burn::backend::ops::ModuleOps<Self>>::conv_transpose2d(
+                    x, weight, bias, options,
+                )
+            },
+        )
     }
 
     fn feedback_conv_transpose2d_x_backward(
@@ -1009,14 +1010,15 @@ impl FeedbackBackend for burn::backend::Flex {
         output_grad: FloatTensor<Self>,
         options: ConvTransposeOptions<2>,
     ) -> FloatTensor<Self> {
-        match crate::flex_conv::transposed::x_backward(&weight, &output_grad, &options) {
-            Some(dx) => dx,
-            None => <Self as burn::backend::ops::ModuleOps<Self>>::conv_transpose2d_x_backward(
-                weight,
-                output_grad,
-                options,
-            ),
-        }
+        crate::flex_conv::transposed::x_backward(&weight, &output_grad, &options).unwrap_or_else(
+            || {
+                <Self as burn::backend::ops::ModuleOps<Self>>::conv_transpose2d_x_backward(
+                    weight,
+                    output_grad,
+                    options,
+                )
+            },
+        )
     }
 
     fn feedback_conv_transpose2d_weight_backward(
@@ -1027,17 +1029,15 @@ impl FeedbackBackend for burn::backend::Flex {
     ) -> FloatTensor<Self> {
         let s = weight.shape();
         let dims = [s[0], s[1], s[2], s[3]];
-        match crate::flex_conv::transposed::weight_backward(&x, dims, &output_grad, &options) {
-            Some(dw) => dw,
-            None => {
+        crate::flex_conv::transposed::weight_backward(&x, dims, &output_grad, &options)
+            .unwrap_or_else(|| {
                 <Self as burn::backend::ops::ModuleOps<Self>>::conv_transpose2d_weight_backward(
                     x,
                     weight,
                     output_grad,
                     options,
                 )
-            }
-        }
+            })
     }
 
     fn feedback_conv_transpose2d_bias_backward(
@@ -1045,14 +1045,15 @@ impl FeedbackBackend for burn::backend::Flex {
         bias: FloatTensor<Self>,
         output_grad: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        match crate::flex_norm::channel_sums(&output_grad) {
-            Some(db) if db.shape() == bias.shape() => db,
-            _ => <Self as burn::backend::ops::ModuleOps<Self>>::conv_transpose2d_bias_backward(
-                x,
-                bias,
-                output_grad,
-            ),
-        }
+        crate::flex_norm::channel_sums(&output_grad)
+            .filter(|db| db.shape() == bias.shape())
+            .unwrap_or_else(|| {
+                <Self as burn::backend::ops::ModuleOps<Self>>::conv_transpose2d_bias_backward(
+                    x,
+                    bias,
+                    output_grad,
+                )
+            })
     }
 
     fn feedback_max_pool2d(
