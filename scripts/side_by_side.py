@@ -39,6 +39,10 @@ TARGETS = [
      "conv3x3", 3),
     ("FGSM, ResNet-18", "attacks", "attack/resnet18_32/fgsm/bp$", "resnet18_32 FGSM", 3),
     ("PGD-5, ResNet-18", "attacks", "attack/resnet18_32/pgd5-linf/bp$", "resnet18_32 PGD-5", 4),
+    ("conv1d k5 64->64 fwd+bwd", "feedback_kernels", "kernel/conv1d_k5_64x64_b32_256/signsym$",
+     "conv1d_k5", 3),
+    ("conv_transpose 4x4/2 64->32 fwd+bwd", "feedback_kernels",
+     "kernel/conv_transpose4x4s2_64x32_b32_16x16/signsym$", "conv_transpose4x4s2", 3),
 ]
 
 UNITS = {"ns": 1e-6, "µs": 1e-3, "us": 1e-3, "ms": 1.0, "s": 1e3}

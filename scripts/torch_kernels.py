@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """PyTorch's side of `cargo bench --bench feedback_kernels -- conv3x3` and of the small CNN's
 training steps (`training_step -- 'small_cnn|resnet18'`) and of the ResNet-18 attacks
-(`attacks -- 'attack/resnet18_32'`), for ratios measured back to back on one CPU
+(`attacks -- 'attack/resnet18_32'`), and of the 1-d and transposed convolutions
+(`feedback_kernels -- 'conv1d|conv_transpose'`), for ratios measured back to back on one CPU
 (docs/performance.md). Same shapes: a 3×3 convolution 64 → 64, padding 1, batch 32, 32×32,
 forward + backward (input and weight gradients) of `sum(conv(x) ∘ r)`; the main job's small CNN
 (5×5 convolutions of 32 and 64 channels, padding 2, 2×2 pools, 128 hidden, 10 classes, 28×28) one
@@ -46,6 +47,25 @@ def conv_step():
         x.grad = None
         conv.zero_grad(set_to_none=True)
         (conv(x) * r).sum().backward()
+
+    return step
+
+
+def other_conv_step(transposed):
+    """`benches/feedback_kernels.rs`'s 1-d convolution (64 → 64, kernel 5, padding 2, batch 32,
+    length 256) or transposed convolution (64 → 32, kernel 4, stride 2, padding 1, batch 32,
+    16 × 16 → 32 × 32): forward + input, weight and bias gradients of `sum(y)`."""
+    if transposed:
+        x = torch.rand(32, 64, 16, 16, requires_grad=True)
+        conv = nn.ConvTranspose2d(64, 32, 4, stride=2, padding=1)
+    else:
+        x = torch.rand(32, 64, 256, requires_grad=True)
+        conv = nn.Conv1d(64, 64, 5, padding=2)
+
+    def step():
+        x.grad = None
+        conv.zero_grad(set_to_none=True)
+        conv(x).sum().backward()
 
     return step
 
@@ -141,7 +161,9 @@ def main():
                ("resnet18_32 Adam step, batch 32", lambda: resnet_step(False)),
                ("resnet18_cifar_stem_32 Adam step, batch 32", lambda: resnet_step(True)),
                ("resnet18_32 FGSM, batch 32", lambda: resnet_attack(1)),
-               ("resnet18_32 PGD-5, batch 32", lambda: resnet_attack(5))]
+               ("resnet18_32 PGD-5, batch 32", lambda: resnet_attack(5)),
+               ("conv1d_k5_64x64_b32_256 fwd+bwd", lambda: other_conv_step(False)),
+               ("conv_transpose4x4s2_64x32_b32_16x16 fwd+bwd", lambda: other_conv_step(True))]
     for name, make in benches:
         if args.only not in name:
             continue
