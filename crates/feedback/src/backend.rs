@@ -272,7 +272,6 @@ fn scaled_x_backward<B: FeedbackBackend>(
 #[derive(Clone, Debug)]
 enum LayerOp {
     Linear,
-    Conv1d(ConvOptions<1>),
     Conv2d(ConvOptions<2>),
     ConvTranspose2d(ConvTransposeOptions<2>),
 }
@@ -286,14 +285,6 @@ impl LayerOp {
     ) -> FloatTensor<B> {
         match self {
             Self::Linear => B::linear(x, weight, bias),
-            Self::Conv1d(o) => without_height::<B>(B::feedback_conv2d(
-                with_unit_height::<B>(x),
-                with_unit_height::<B>(weight),
-                bias.into(),
-                MaybeTensor::Absent,
-                conv1d_as_2d(o),
-                FeedbackKernel::WEIGHT,
-            )),
             // The backend's feedback op without autodiff: its own kernel (Flex: an im2col one).
             Self::Conv2d(o) => B::feedback_conv2d(
                 x,
@@ -324,12 +315,6 @@ impl LayerOp {
         let x = || x.clone().expect("convolution input checkpointed");
         match self {
             Self::Linear => B::linear_x_backward(v, grad),
-            Self::Conv1d(o) => without_height::<B>(B::feedback_conv2d_x_backward(
-                with_unit_height::<B>(x()),
-                with_unit_height::<B>(v),
-                with_unit_height::<B>(grad),
-                conv1d_as_2d(o),
-            )),
             Self::Conv2d(o) => B::feedback_conv2d_x_backward(x(), v, grad, o.clone()),
             Self::ConvTranspose2d(o) => B::feedback_conv_transpose2d_x_backward(v, grad, o.clone()),
         }
@@ -362,12 +347,6 @@ impl LayerOp {
         let weight = || weight.clone().expect("convolution weight checkpointed");
         match self {
             Self::Linear => B::linear_weight_backward(x, grad),
-            Self::Conv1d(o) => without_height::<B>(B::feedback_conv2d_weight_backward(
-                with_unit_height::<B>(x),
-                with_unit_height::<B>(weight()),
-                with_unit_height::<B>(grad),
-                conv1d_as_2d(o),
-            )),
             Self::Conv2d(o) => B::feedback_conv2d_weight_backward(x, weight(), grad, o.clone()),
             Self::ConvTranspose2d(o) => {
                 B::feedback_conv_transpose2d_weight_backward(x, weight(), grad, o.clone())
@@ -383,19 +362,13 @@ impl LayerOp {
     ) -> FloatTensor<B> {
         match self {
             Self::Linear => B::linear_bias_backward(grad),
-            Self::Conv1d(_) => B::feedback_conv2d_bias_backward(
-                with_unit_height::<B>(x),
-                bias,
-                with_unit_height::<B>(grad),
-            ),
             Self::Conv2d(_) => B::feedback_conv2d_bias_backward(x, bias, grad),
             Self::ConvTranspose2d(_) => B::feedback_conv_transpose2d_bias_backward(x, bias, grad),
         }
     }
 }
 
-/// A 1-d convolution's options as those of the 2-d convolution it is over `[.., 1, length]`: the
-/// 1-d layers run the 2-d kernels (on Flex, the extension's own) on a unit height.
+/// A 1-d convolution's options as those of the 2-d convolution it is over `[.., 1, length]`.
 fn conv1d_as_2d(options: &ConvOptions<1>) -> ConvOptions<2> {
     ConvOptions::new_with_padding(
         [1, options.stride[0]],
@@ -580,7 +553,10 @@ pub trait FeedbackBackend: Backend {
         Self::linear(x, weight, bias.into_option())
     }
 
-    /// 1-d convolution; `W` is `[channels_out, channels_in / groups, k]`.
+    /// 1-d convolution; `W` is `[channels_out, channels_in / groups, k]`. On every backend the
+    /// 2-d op on a unit height (`[n, c, l]` read as `[n, c, 1, l]`, reshapes on either side):
+    /// on Flex the extension's kernels, on autodiff one recorded 2-d step, whose backward forms
+    /// `V` as for any 2-d convolution.
     fn feedback_conv1d(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -589,8 +565,14 @@ pub trait FeedbackBackend: Backend {
         options: ConvOptions<1>,
         kernel: FeedbackKernel,
     ) -> FloatTensor<Self> {
-        let _ = (aux, kernel);
-        Self::conv1d(x, weight, bias.into_option(), options)
+        without_height::<Self>(Self::feedback_conv2d(
+            with_unit_height::<Self>(x),
+            with_unit_height::<Self>(weight),
+            bias,
+            aux.into_option().map(with_unit_height::<Self>).into(),
+            conv1d_as_2d(&options),
+            kernel,
+        ))
     }
 
     /// 2-d convolution; `W` is `[channels_out, channels_in / groups, k₁, k₂]`.
@@ -967,25 +949,6 @@ impl FeedbackBackend for burn::backend::Flex {
         }
     }
 
-    fn feedback_conv1d(
-        x: FloatTensor<Self>,
-        weight: FloatTensor<Self>,
-        bias: MaybeTensor<Self>,
-        aux: MaybeTensor<Self>,
-        options: ConvOptions<1>,
-        kernel: FeedbackKernel,
-    ) -> FloatTensor<Self> {
-        let _ = (aux, kernel);
-        without_height::<Self>(Self::feedback_conv2d(
-            with_unit_height::<Self>(x),
-            with_unit_height::<Self>(weight),
-            bias,
-            MaybeTensor::Absent,
-            conv1d_as_2d(&options),
-            FeedbackKernel::WEIGHT,
-        ))
-    }
-
     fn feedback_conv_transpose2d(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -1191,16 +1154,6 @@ impl<B: FeedbackBackend, const N: usize> Backward<B, N> for FeedbackBackward<N> 
                     grad.clone(),
                     options.clone(),
                 ),
-                LayerOp::Conv1d(ref options) => {
-                    without_height::<B>(B::feedback_conv2d_formed_x_backward(
-                        with_unit_height::<B>(x.clone().expect("convolution input checkpointed")),
-                        with_unit_height::<B>(weight),
-                        aux.map(with_unit_height::<B>).into(),
-                        kernel,
-                        with_unit_height::<B>(grad.clone()),
-                        conv1d_as_2d(options),
-                    ))
-                }
                 _ => {
                     let parts = B::feedback_matrix_parts(weight, aux.into(), kernel);
                     scaled_x_backward::<B>(&op, x.clone(), parts, kernel.scale, grad.clone())
@@ -1518,24 +1471,6 @@ impl<B: FeedbackBackend, C: CheckpointStrategy> FeedbackBackend for Autodiff<B, 
     ) -> FloatTensor<Self> {
         record::<B, C>(
             LayerOp::Linear,
-            x,
-            weight,
-            bias.into_option(),
-            aux.into_option(),
-            kernel,
-        )
-    }
-
-    fn feedback_conv1d(
-        x: FloatTensor<Self>,
-        weight: FloatTensor<Self>,
-        bias: MaybeTensor<Self>,
-        aux: MaybeTensor<Self>,
-        options: ConvOptions<1>,
-        kernel: FeedbackKernel,
-    ) -> FloatTensor<Self> {
-        record::<B, C>(
-            LayerOp::Conv1d(options),
             x,
             weight,
             bias.into_option(),

@@ -217,12 +217,8 @@ impl Geometry {
     /// Adds `bias` (one value per output channel) to the outputs `y` of whole samples, inside
     /// the task that wrote them.
     fn add_bias(&self, y: &mut [f32], bias: Option<&[f32]>) {
-        let Some(bias) = bias else { return };
-        let p = self.positions().max(1);
-        for y_n in y.chunks_mut((self.out_channels * p).max(1)) {
-            for (row, &b) in y_n.chunks_mut(p).zip(bias) {
-                row.iter_mut().for_each(|v| *v += b);
-            }
+        if let Some(bias) = bias {
+            add_channel_bias(y, bias, self.positions());
         }
     }
 
@@ -416,6 +412,17 @@ impl Geometry {
             }
         }
         buf
+    }
+}
+
+/// Adds `bias[c]` to every value of channel `c` of whole samples `y` (`[samples, bias.len(),
+/// plane]`).
+fn add_channel_bias(y: &mut [f32], bias: &[f32], plane: usize) {
+    let plane = plane.max(1);
+    for y_n in y.chunks_mut((bias.len() * plane).max(1)) {
+        for (row, &b) in y_n.chunks_mut(plane).zip(bias) {
+            row.iter_mut().for_each(|v| *v += b);
+        }
     }
 }
 

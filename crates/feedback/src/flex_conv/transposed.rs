@@ -10,7 +10,9 @@
 use burn::backend::flex::FlexTensor;
 use burn::backend::ops::{ConvOptions, ConvTransposeOptions};
 
-use super::{conv2d_forward, conv2d_weight_backward, conv2d_x_backward, dims4, output_size};
+use super::{
+    add_channel_bias, conv2d_forward, conv2d_weight_backward, conv2d_x_backward, dims4, output_size,
+};
 
 /// The convolution whose input gradient the transposed convolution is.
 fn as_conv(options: &ConvTransposeOptions<2>) -> ConvOptions<2> {
@@ -59,13 +61,7 @@ pub(crate) fn forward(
     };
     let mut y = conv2d_x_backward(out, w, x, &as_conv(options))?;
     if let Some(bias) = bias {
-        let plane = out[2] * out[3];
-        if plane > 0 {
-            for (i, values) in y.storage_mut::<f32>().chunks_mut(plane).enumerate() {
-                let b = bias[i % out[1]];
-                values.iter_mut().for_each(|v| *v += b);
-            }
-        }
+        add_channel_bias(y.storage_mut::<f32>(), bias, out[2] * out[3]);
     }
     Some(y)
 }
