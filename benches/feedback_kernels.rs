@@ -123,67 +123,33 @@ fn bench(c: &mut Criterion) {
     other_convolutions(c, &device);
 }
 
-/// Forward + backward (all three gradients) of a 1-d (`transposed == false`) or transposed 2-d
-/// convolution, through burn's op or the extension's.
-fn other_conv_step(ours: bool, transposed: bool, device: &Device) -> impl FnMut() -> f32 + use<> {
-    use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
-    let (x, w, b) = if transposed {
-        (
-            Tensor::<4>::random([32, 64, 16, 16], Distribution::Default, device),
-            Tensor::<4>::random([64, 32, 4, 4], Distribution::Default, device),
-            Tensor::<1>::random([32], Distribution::Default, device),
-        )
-    } else {
-        (
-            Tensor::<3>::random([32, 64, 256], Distribution::Default, device).unsqueeze_dim(2),
-            Tensor::<3>::random([64, 64, 5], Distribution::Default, device).unsqueeze_dim(2),
-            Tensor::<1>::random([64], Distribution::Default, device),
-        )
-    };
-    let conv1d = ConvOptions::new([1], [2], [1], 1);
-    let up = ConvTransposeOptions::new([2, 2], [1, 1], [0, 0], [1, 1], 1);
+/// Forward + backward (all three gradients) of `op` (burn's convolution or the extension's) on
+/// fixed inputs of the given shapes.
+fn conv_op_step<const D: usize>(
+    shapes: ([usize; D], [usize; D], usize),
+    op: impl Fn(Tensor<D>, Tensor<D>, Tensor<1>) -> Tensor<D>,
+    device: &Device,
+) -> impl FnMut() -> f32 {
+    let (xs, ws, channels) = shapes;
+    let x = Tensor::<D>::random(xs, Distribution::Default, device);
+    let w = Tensor::<D>::random(ws, Distribution::Default, device);
+    let b = Tensor::<1>::random([channels], Distribution::Default, device);
     move || {
         let (input, weight, bias) = (
             x.clone().require_grad(),
             w.clone().require_grad(),
             b.clone().require_grad(),
         );
-        let y: Tensor<4> = match (transposed, ours) {
-            (true, true) => signsym::feedback::ops::feedback_conv_transpose2d(
-                input.clone(),
-                weight.clone(),
-                Some(bias.clone()),
-                weight.clone().detach(),
-                up.clone(),
-            )
-            .expect("shapes"),
-            (true, false) => burn::tensor::module::conv_transpose2d(
-                input.clone(),
-                weight.clone(),
-                Some(bias.clone()),
-                up.clone(),
-            ),
-            (false, true) => signsym::feedback::ops::feedback_conv1d(
-                input.clone().squeeze_dim(2),
-                weight.clone().squeeze_dim(2),
-                Some(bias.clone()),
-                weight.clone().detach().squeeze_dim(2),
-                conv1d.clone(),
-            )
-            .expect("shapes")
-            .unsqueeze_dim(2),
-            (false, false) => burn::tensor::module::conv1d(
-                input.clone().squeeze_dim(2),
-                weight.clone().squeeze_dim(2),
-                Some(bias.clone()),
-                conv1d.clone(),
-            )
-            .unsqueeze_dim(2),
+        let grads = op(input.clone(), weight.clone(), bias.clone())
+            .sum()
+            .backward();
+        // One value of each gradient: the read waits for the work on any backend.
+        let first = |t: Option<Tensor<D>>| {
+            let one: [core::ops::Range<usize>; D] = core::array::from_fn(|_| 0..1);
+            t.expect("gradient").slice(one).into_scalar::<f32>()
         };
-        let grads = y.sum().backward();
-        let first = |t: Tensor<4>| t.slice([0..1, 0..1, 0..1, 0..1]).into_scalar::<f32>();
-        first(input.grad(&grads).expect("input gradient"))
-            + first(weight.grad(&grads).expect("weight gradient"))
+        first(input.grad(&grads))
+            + first(weight.grad(&grads))
             + bias
                 .grad(&grads)
                 .expect("bias gradient")
@@ -193,20 +159,48 @@ fn other_conv_step(ours: bool, transposed: bool, device: &Device) -> impl FnMut(
 }
 
 fn other_convolutions(c: &mut Criterion, device: &Device) {
-    for (name, transposed) in [
-        ("kernel/conv1d_k5_64x64_b32_256", false),
-        ("kernel/conv_transpose4x4s2_64x32_b32_16x16", true),
-    ] {
-        // No `support::selected` gate: criterion's own filter picks the functions (a filter may
-        // name one of them, as scripts/side_by_side.py does), and the inputs are small.
-        let mut group = c.benchmark_group(name);
-        group.sample_size(20);
-        for (label, ours) in [("burn", false), ("signsym", true)] {
-            let mut f = other_conv_step(ours, transposed, device);
-            group.bench_function(label, |b| b.iter(&mut f));
-        }
-        group.finish();
-    }
+    use burn::tensor::module::{conv_transpose2d, conv1d};
+    use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
+    use signsym::feedback::ops::{feedback_conv_transpose2d, feedback_conv1d};
+    // No `support::selected` gate: criterion's own filter picks the functions (a filter may name
+    // one of them, as scripts/side_by_side.py does), and the inputs are small.
+    let o = ConvOptions::new([1], [2], [1], 1);
+    let shapes = ([32, 64, 256], [64, 64, 5], 64);
+    let mut group = c.benchmark_group("kernel/conv1d_k5_64x64_b32_256");
+    group.sample_size(20);
+    let mut burn = conv_op_step(shapes, |x, w, b| conv1d(x, w, Some(b), o.clone()), device);
+    group.bench_function("burn", |bench| bench.iter(&mut burn));
+    let mut ours = conv_op_step(
+        shapes,
+        |x, w: Tensor<3>, b| {
+            let v = w.clone().detach();
+            feedback_conv1d(x, w, Some(b), v, o.clone()).expect("shapes")
+        },
+        device,
+    );
+    group.bench_function("signsym", |bench| bench.iter(&mut ours));
+    group.finish();
+
+    let o = ConvTransposeOptions::new([2, 2], [1, 1], [0, 0], [1, 1], 1);
+    let shapes = ([32, 64, 16, 16], [64, 32, 4, 4], 32);
+    let mut group = c.benchmark_group("kernel/conv_transpose4x4s2_64x32_b32_16x16");
+    group.sample_size(20);
+    let mut burn = conv_op_step(
+        shapes,
+        |x, w, b| conv_transpose2d(x, w, Some(b), o.clone()),
+        device,
+    );
+    group.bench_function("burn", |bench| bench.iter(&mut burn));
+    let mut ours = conv_op_step(
+        shapes,
+        |x, w: Tensor<4>, b| {
+            let v = w.clone().detach();
+            feedback_conv_transpose2d(x, w, Some(b), v, o.clone()).expect("shapes")
+        },
+        device,
+    );
+    group.bench_function("signsym", |bench| bench.iter(&mut ours));
+    group.finish();
 }
 
 /// Forward + backward of a max pooling through `ours` (the extension's op) or burn's.

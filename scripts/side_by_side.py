@@ -12,7 +12,8 @@ markdown table of medians over the rounds with the ratio ours / PyTorch's.
 `--avx2` builds the benches without `x86-v4` (so `gemm` runs its AVX2 kernels; into
 `target/avx2`), caps signsym's own loops with `SIGNSYM_MAX_SIMD=avx2`, and runs PyTorch with
 `ATEN_CPU_CAPABILITY=avx2` and `ONEDNN_MAX_CPU_ISA=AVX2`: on an AVX-512 machine, both sides use
-the instructions an AVX2-only CPU has (the cores and caches stay this machine's). A
+the instructions an AVX2-only CPU has (the cores and caches stay this machine's; burn-flex's own
+elementwise kernels still pick AVX-512 at run time, see docs/performance.md). A
 `CARGO_TARGET_DIR` in the environment replaces `target/avx2`.
 
 Needs only Python's standard library here; `--torch-python` names an interpreter with PyTorch
