@@ -765,82 +765,25 @@ fn flex_conv2d_kernels_match_burn_on_many_shapes() {
         cases.iter().enumerate()
     {
         let options = ConvOptions::new_with_padding(stride, padding, dilation, groups);
-        let x = random([batch, cin, hw[0], hw[1]], &device);
-        let w = random([cout, cin / groups, k[0], k[1]], &device);
-        let v = random([cout, cin / groups, k[0], k[1]], &device);
-        let y_dims = conv2d(x.clone(), w.clone(), None, options.clone()).dims();
-        let r = random(y_dims, &device);
-        let ours = || {
-            let xo = x.clone().detach().require_grad();
-            let wo = w.clone().detach().require_grad();
-            let y = signsym_feedback::ops::feedback_conv2d(
-                xo.clone(),
-                wo.clone(),
-                None,
-                v.clone(),
-                options.clone(),
-            )
-            .unwrap();
-            let g = (y * r.clone()).sum().backward();
-            (xo.grad(&g).unwrap(), wo.grad(&g).unwrap())
-        };
-        let (dx, dw) = ours();
-        // The forward (and its bias) against burn's.
-        let b = random([cout], &device);
-        let forward = || {
-            signsym_feedback::ops::feedback_conv2d(
-                x.clone().detach(),
-                w.clone().detach(),
-                Some(b.clone()),
-                v.clone(),
-                options.clone(),
-            )
-            .unwrap()
-        };
-        let y = forward();
-        let y_burn = conv2d(x.clone(), w.clone(), Some(b.clone()), options.clone());
-        assert_close(&format!("case {case}: forward"), y.clone(), y_burn, TOL);
-        // burn: dW from the forward with W, dx from the forward with V.
-        let xb = x.clone().detach().require_grad();
-        let wb = w.clone().detach().require_grad();
-        let g = (conv2d(xb.clone().detach(), wb.clone(), None, options.clone()) * r.clone())
-            .sum()
-            .backward();
-        let dw_burn = wb.grad(&g).unwrap();
-        let g = (conv2d(xb.clone(), v.clone(), None, options.clone()) * r.clone())
-            .sum()
-            .backward();
-        let dx_burn = xb.grad(&g).unwrap();
-        assert_close(&format!("case {case}: dx"), dx.clone(), dx_burn, TOL);
-        assert_close(&format!("case {case}: dW"), dw.clone(), dw_burn, TOL);
-        for threads in [1, 2] {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            let (dx_t, dw_t) = pool.install(ours);
-            assert_identical(
-                &format!("case {case}: forward, {threads} thread(s)"),
-                pool.install(forward),
-                y.clone(),
-            );
-            assert_identical(
-                &format!("case {case}: dx, {threads} thread(s)"),
-                dx_t,
-                dx.clone(),
-            );
-            assert_identical(
-                &format!("case {case}: dW, {threads} thread(s)"),
-                dw_t,
-                dw.clone(),
-            );
-        }
+        check_against_burn(
+            &format!("conv2d case {case}"),
+            &device,
+            random([batch, cin, hw[0], hw[1]], &device),
+            random([cout, cin / groups, k[0], k[1]], &device),
+            random([cout, cin / groups, k[0], k[1]], &device),
+            random([cout], &device),
+            |x, w, b, v| {
+                signsym_feedback::ops::feedback_conv2d(x, w, Some(b), v, options.clone()).unwrap()
+            },
+            |x, w, b| conv2d(x, w, b, options.clone()),
+            None,
+        );
     }
 }
 
 /// What a test of one convolution kind compares: ours (forward with a bias, `dx` through `V`,
-/// `dW`, `db`) against burn's op with `W` (forward, `dW`, `db`) and with `V` (`dx`), and the same
-/// bits on one thread as on two. `dw_want`, where given, replaces burn's `dW` as the reference
+/// `dW`, `db`) against burn's op with `W` (forward, `dW`, `db`) and with `V` (`dx`), the forward
+/// off the graph equal to the one on it, and the same bits on one thread as on two. `dw_want`, where given, replaces burn's `dW` as the reference
 /// (it takes the output gradient `r`).
 #[allow(clippy::too_many_arguments)]
 fn check_against_burn<const D: usize>(
@@ -871,6 +814,12 @@ fn check_against_burn<const D: usize>(
         (y.detach(), grads)
     };
     let (y, (dx, dw, db)) = run();
+    // The forward off the graph (nothing requires a gradient) is the same op, to the bit.
+    assert_identical(
+        &format!("{what}: untracked forward"),
+        ours(x.clone(), w.clone(), b.clone(), v.clone()),
+        y.clone(),
+    );
     let (xb, wb, bb) = (
         x.clone().detach().require_grad(),
         w.clone().detach().require_grad(),
